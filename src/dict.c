@@ -1,0 +1,253 @@
+/*
+ * dict.c - user id -> dense ordinal.
+ *
+ * Layout, chosen for the per-event lookup:
+ *  - an open-addressing table (linear probing, power-of-two size, load
+ *    <= 0.7) of 8-byte slots {tag, ord+1}: the tag is the high half of the
+ *    key's XXH3 hash, so a probe compares keys only when 32 hash bits
+ *    agree, and a cache line holds eight slots;
+ *  - a reverse array ord -> {ptr, len, hash}; the stored hash makes growth
+ *    a rehash without touching key bytes;
+ *  - key bytes in a chunked arena, so pointers handed out by
+ *    engage_dict_name() stay valid for the dictionary's lifetime.
+ *
+ * Ordinals may have holes after engage_dict_insert() (restore in any
+ * order); a hole has ptr == NULL.
+ */
+#include "dict.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define DICT_CHUNK (64 * 1024)
+#define DICT_MIN_SLOTS 1024u
+
+typedef struct dict_slot {
+    uint32_t tag;  /* high 32 bits of the hash */
+    uint32_t ord1; /* ordinal + 1; 0 = empty slot */
+} dict_slot_t;
+
+typedef struct dict_rev {
+    const char *ptr; /* NULL = ordinal not mapped */
+    uint64_t hash;
+    uint32_t len;
+} dict_rev_t;
+
+typedef struct dict_chunk {
+    struct dict_chunk *next;
+    size_t used, cap;
+    char data[];
+} dict_chunk_t;
+
+struct engage_dict {
+    dict_slot_t *slots;
+    uint32_t mask;    /* slots - 1 */
+    uint32_t nmapped; /* ids in the table */
+    uint32_t count;   /* next ordinal = max(ord) + 1 */
+    dict_rev_t *rev;
+    size_t rev_cap;
+    dict_chunk_t *chunks; /* newest first */
+};
+
+static inline uint64_t dict_hash(const char *id, size_t len) {
+    return XXH3_64bits(id, len);
+}
+
+engage_dict_t *engage_dict_new(void) {
+    engage_dict_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->slots = calloc(DICT_MIN_SLOTS, sizeof(*d->slots));
+    if (!d->slots) {
+        free(d);
+        return NULL;
+    }
+    d->mask = DICT_MIN_SLOTS - 1;
+    return d;
+}
+
+void engage_dict_destroy(engage_dict_t *d) {
+    if (!d)
+        return;
+    dict_chunk_t *c = d->chunks;
+    while (c) {
+        dict_chunk_t *n = c->next;
+        free(c);
+        c = n;
+    }
+    free(d->slots);
+    free(d->rev);
+    free(d);
+}
+
+/* Returns the slot holding id, or the empty slot where it would go. */
+static inline dict_slot_t *dict_find(const engage_dict_t *d, const char *id, size_t len,
+                                     uint64_t h) {
+    uint32_t tag = (uint32_t)(h >> 32);
+    uint32_t i = (uint32_t)h & d->mask;
+    for (;;) {
+        dict_slot_t *sl = &d->slots[i];
+        if (sl->ord1 == 0)
+            return sl;
+        if (sl->tag == tag) {
+            const dict_rev_t *r = &d->rev[sl->ord1 - 1];
+            if (r->len == len && memcmp(r->ptr, id, len) == 0)
+                return sl;
+        }
+        i = (i + 1) & d->mask;
+    }
+}
+
+/* Doubles the table when one more id would exceed load 0.7. */
+static int dict_maybe_grow(engage_dict_t *d) {
+    uint64_t nslots = (uint64_t)d->mask + 1;
+    if (((uint64_t)d->nmapped + 1) * 10 <= nslots * 7)
+        return 0;
+    uint64_t ncap = nslots * 2;
+    if (ncap > ((uint64_t)1 << 32))
+        return -1;
+    dict_slot_t *ns = calloc(ncap, sizeof(*ns));
+    if (!ns)
+        return -1;
+    uint32_t nmask = (uint32_t)(ncap - 1);
+    for (uint64_t i = 0; i < nslots; i++) {
+        dict_slot_t sl = d->slots[i];
+        if (!sl.ord1)
+            continue;
+        uint32_t j = (uint32_t)d->rev[sl.ord1 - 1].hash & nmask;
+        while (ns[j].ord1)
+            j = (j + 1) & nmask;
+        ns[j] = sl;
+    }
+    free(d->slots);
+    d->slots = ns;
+    d->mask = nmask;
+    return 0;
+}
+
+static int dict_rev_reserve(engage_dict_t *d, uint64_t need) {
+    if (need <= d->rev_cap)
+        return 0;
+    size_t ncap = d->rev_cap ? d->rev_cap : 1024;
+    while (ncap < need)
+        ncap *= 2;
+    dict_rev_t *nr = realloc(d->rev, ncap * sizeof(*nr));
+    if (!nr)
+        return -1;
+    memset(nr + d->rev_cap, 0, (ncap - d->rev_cap) * sizeof(*nr));
+    d->rev = nr;
+    d->rev_cap = ncap;
+    return 0;
+}
+
+/* Copies len bytes into the arena; returns the stable copy or NULL. */
+static const char *dict_arena_copy(engage_dict_t *d, const char *id, size_t len) {
+    dict_chunk_t *c = d->chunks;
+    if (!c || c->cap - c->used < len) {
+        size_t cap = len > DICT_CHUNK ? len : DICT_CHUNK;
+        c = malloc(sizeof(*c) + cap);
+        if (!c)
+            return NULL;
+        c->cap = cap;
+        c->used = 0;
+        /* A key bigger than a chunk gets its own chunk, linked behind the
+         * current one so the current chunk keeps filling. */
+        if (len > DICT_CHUNK && d->chunks) {
+            c->next = d->chunks->next;
+            d->chunks->next = c;
+        } else {
+            c->next = d->chunks;
+            d->chunks = c;
+        }
+    }
+    char *p = c->data + c->used;
+    if (len)
+        memcpy(p, id, len);
+    c->used += len;
+    return p;
+}
+
+/* Adds a mapping known to be absent; sl is the empty slot from dict_find
+ * (invalidated by growth, so growth happens before the find). */
+static int dict_add(engage_dict_t *d, dict_slot_t *sl, const char *id, size_t len,
+                    uint64_t h, uint32_t ord) {
+    if (dict_rev_reserve(d, (uint64_t)ord + 1))
+        return -1;
+    const char *p = dict_arena_copy(d, id, len);
+    if (!p)
+        return -1;
+    d->rev[ord].ptr = p;
+    d->rev[ord].len = (uint32_t)len;
+    d->rev[ord].hash = h;
+    sl->tag = (uint32_t)(h >> 32);
+    sl->ord1 = ord + 1;
+    d->nmapped++;
+    if (ord >= d->count)
+        d->count = ord + 1;
+    return 0;
+}
+
+int engage_dict_get_or_add(engage_dict_t *d, const char *id, size_t len, uint32_t *ord,
+                           int *is_new) {
+    if (len > UINT32_MAX)
+        return -1;
+    uint64_t h = dict_hash(id, len);
+    dict_slot_t *sl = dict_find(d, id, len, h);
+    if (sl->ord1) {
+        *ord = sl->ord1 - 1;
+        *is_new = 0;
+        return 0;
+    }
+    if (d->count == UINT32_MAX)
+        return -1;
+    if (((uint64_t)d->nmapped + 1) * 10 > ((uint64_t)d->mask + 1) * 7) {
+        if (dict_maybe_grow(d))
+            return -1;
+        sl = dict_find(d, id, len, h);
+    }
+    uint32_t o = d->count;
+    if (dict_add(d, sl, id, len, h, o))
+        return -1;
+    *ord = o;
+    *is_new = 1;
+    return 0;
+}
+
+int engage_dict_lookup(const engage_dict_t *d, const char *id, size_t len, uint32_t *ord) {
+    if (len > UINT32_MAX)
+        return 0;
+    const dict_slot_t *sl = dict_find(d, id, len, dict_hash(id, len));
+    if (!sl->ord1)
+        return 0;
+    *ord = sl->ord1 - 1;
+    return 1;
+}
+
+engage_err_t engage_dict_insert(engage_dict_t *d, const char *id, size_t len, uint32_t ord) {
+    if (ord == UINT32_MAX || len > UINT32_MAX)
+        return ENGAGE_ERR_CORRUPT;
+    uint64_t h = dict_hash(id, len);
+    dict_slot_t *sl = dict_find(d, id, len, h);
+    if (sl->ord1)
+        return sl->ord1 - 1 == ord ? ENGAGE_ERR_OK : ENGAGE_ERR_CORRUPT;
+    if (ord < d->rev_cap && d->rev[ord].ptr)
+        return ENGAGE_ERR_CORRUPT; /* ordinal taken by another id */
+    if (dict_maybe_grow(d))
+        return ENGAGE_ERR_NOMEM;
+    sl = dict_find(d, id, len, h);
+    if (dict_add(d, sl, id, len, h, ord))
+        return ENGAGE_ERR_NOMEM;
+    return ENGAGE_ERR_OK;
+}
+
+const char *engage_dict_name(const engage_dict_t *d, uint32_t ord, size_t *len) {
+    if (ord >= d->count || ord >= d->rev_cap || !d->rev[ord].ptr)
+        return NULL;
+    *len = d->rev[ord].len;
+    return d->rev[ord].ptr;
+}
+
+uint32_t engage_dict_count(const engage_dict_t *d) { return d->count; }

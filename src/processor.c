@@ -1,0 +1,837 @@
+/*
+ * processor.c - `engage run`: the consumer-group member that drives tasks.
+ *
+ * One main loop (STYLE.md rule 7): consume a batch from the consumer queue,
+ * hand each record to its partition's task (or the partials record to the
+ * aggregator), then checkpoint: wait until every record produced so far is
+ * delivered, then write each changed task's state together with its next
+ * offset, then commit the offsets to Kafka (informational: a restart resumes
+ * from the offset stored with the state, which is what makes the state and
+ * the position agree). A crash between delivery and state write re-processes
+ * the batch and re-emits byte-identical records.
+ *
+ * Partition ownership follows the group (cooperative-sticky): on assign a
+ * task opens its store and the partition is positioned at the stored offset;
+ * on revoke the task is checkpointed and closed first.
+ *
+ * With run.until_end the end offsets are taken when a partition is assigned;
+ * records past them are left alone, and a task whose input is exhausted
+ * closes all its sessions and days (engage_task_finish).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "aggregator.h"
+#include "codec.h"
+#include "commands.h"
+#include "config.h"
+#include "log.h"
+#include "task.h"
+#include "timeutil.h"
+
+typedef struct ptask {
+    engage_task_t *task;
+    int64_t end_offset; /* bounded runs: stop here */
+    int paused;
+} ptask_t;
+
+typedef struct proc {
+    const engage_conf_t *conf;
+    rd_kafka_t *producer;
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *cq;
+    engage_decoder_t *dec;
+    engage_encoder_t *enc;
+    int32_t nparts;      /* input partitions */
+    int32_t dead_parts;  /* dead-letter topic partitions */
+    int32_t late_parts;  /* late topic partitions */
+    ptask_t *tasks;      /* [nparts] */
+    engage_aggregator_t *agg;
+    int64_t agg_end_offset;
+    engage_task_conf_t tconf;
+    engage_emit_t emit;
+    volatile int delivery_failed;
+    int fatal;
+    char fatal_msg[1100];
+    int owned_any;
+    int64_t days_emitted;
+    engage_task_stats_t total; /* of closed tasks */
+} proc_t;
+
+static void set_fatal(proc_t *p, const char *fmt, const char *msg) {
+    if (p->fatal)
+        return;
+    p->fatal = 1;
+    snprintf(p->fatal_msg, sizeof(p->fatal_msg), fmt, msg);
+    LOG_ERROR("%s", p->fatal_msg);
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+static int produce(proc_t *p, const char *topic, int32_t partition, const void *key,
+                   size_t klen, const void *val, size_t vlen, rd_kafka_headers_t *hdrs) {
+    for (;;) {
+        /* the RD_KAFKA_V_* macros expand to several arguments: no ?: here */
+        rd_kafka_resp_err_t err;
+        if (hdrs)
+            err = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, klen),
+                                    RD_KAFKA_V_VALUE((void *)val, vlen),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        else
+            err = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, klen),
+                                    RD_KAFKA_V_VALUE((void *)val, vlen),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 0;
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(p->producer, 50);
+            continue;
+        }
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        LOG_ERROR("produce to %s failed: %s", topic, rd_kafka_err2str(err));
+        return -1;
+    }
+}
+
+static int emit_session(void *opaque, const engage_session_rec_t *r) {
+    proc_t *p = opaque;
+    const void *buf;
+    size_t len;
+    if (engage_encode_session(p->enc, r, &buf, &len))
+        return -1;
+    return produce(p, p->conf->topic_sessions, RD_KAFKA_PARTITION_UA, r->user_id,
+                   r->user_id_len, buf, len, NULL);
+}
+
+static int emit_partial(void *opaque, const engage_partial_rec_t *r) {
+    proc_t *p = opaque;
+    const void *buf;
+    size_t len;
+    char key[32];
+    if (engage_encode_partial(p->enc, r, &buf, &len))
+        return -1;
+    if (r->is_end)
+        snprintf(key, sizeof(key), "end");
+    else
+        engage_day_format(r->day, key, sizeof(key));
+    return produce(p, p->conf->topic_partials, 0, key, strlen(key), buf, len, NULL);
+}
+
+static int emit_daily(void *opaque, const engage_daily_rec_t *r) {
+    proc_t *p = opaque;
+    const void *buf;
+    size_t len;
+    char key[16];
+    if (engage_encode_daily(p->enc, r, &buf, &len))
+        return -1;
+    engage_day_format(r->day, key, sizeof(key));
+    p->days_emitted++;
+    return produce(p, p->conf->topic_daily, RD_KAFKA_PARTITION_UA, key, strlen(key), buf, len,
+                   NULL);
+}
+
+static rd_kafka_headers_t *source_headers(proc_t *p, const engage_input_rec_t *rec,
+                                          const char *reason) {
+    char num[32];
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    rd_kafka_header_add(h, "engage.reason", -1, reason, -1);
+    rd_kafka_header_add(h, "engage.source.topic", -1, p->conf->topic_input, -1);
+    snprintf(num, sizeof(num), "%" PRId32, rec->partition);
+    rd_kafka_header_add(h, "engage.source.partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%" PRId64, rec->offset);
+    rd_kafka_header_add(h, "engage.source.offset", -1, num, -1);
+    return h;
+}
+
+static int emit_dead(void *opaque, const engage_input_rec_t *rec, const char *reason,
+                     const char *errmsg) {
+    proc_t *p = opaque;
+    rd_kafka_headers_t *h = source_headers(p, rec, reason);
+    rd_kafka_header_add(h, "engage.error", -1, errmsg, -1);
+    return produce(p, p->conf->topic_dead, rec->partition % p->dead_parts, rec->key,
+                   rec->key_len, rec->value, rec->value_len, h);
+}
+
+static int emit_late(void *opaque, const engage_input_rec_t *rec, int64_t watermark) {
+    proc_t *p = opaque;
+    char num[32];
+    rd_kafka_headers_t *h = source_headers(p, rec, "late");
+    snprintf(num, sizeof(num), "%" PRId64, watermark);
+    rd_kafka_header_add(h, "engage.watermark", -1, num, -1);
+    rd_kafka_header_add(h, "engage.error", -1, "event time below the partition watermark", -1);
+    return produce(p, p->conf->topic_late, rec->partition % p->late_parts, rec->key,
+                   rec->key_len, rec->value, rec->value_len, h);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    proc_t *p = opaque;
+    if (m->err) {
+        p->delivery_failed = 1;
+        LOG_ERROR("delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                  rd_kafka_err2str(m->err));
+    }
+}
+
+/* ---- checkpoint ------------------------------------------------------------ */
+
+/* Waits for every produced record, then persists tasks and aggregator. */
+static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
+    int any = 0;
+    for (int32_t i = 0; i < p->nparts; i++)
+        if (p->tasks[i].task && engage_task_dirty(p->tasks[i].task))
+            any = 1;
+    if (p->agg)
+        any = 1;
+    if (!any && rd_kafka_outq_len(p->producer) == 0)
+        return 0;
+    while (rd_kafka_outq_len(p->producer) > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_flush(p->producer, 10000);
+        if (err && err != RD_KAFKA_RESP_ERR__TIMED_OUT) {
+            set_fatal(p, "flush failed: %s", rd_kafka_err2str(err));
+            return -1;
+        }
+        if (err == RD_KAFKA_RESP_ERR__TIMED_OUT)
+            LOG_WARN("still waiting for %d output records to be delivered",
+                     rd_kafka_outq_len(p->producer));
+    }
+    if (p->delivery_failed) {
+        set_fatal(p, "%s", "an output record could not be delivered; state not persisted");
+        return -1;
+    }
+    char errstr[512];
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(p->nparts + 1);
+    for (int32_t i = 0; i < p->nparts; i++) {
+        engage_task_t *t = p->tasks[i].task;
+        if (!t || (only_partition >= 0 && i != only_partition) || only_agg)
+            continue;
+        if (engage_task_dirty(t)) {
+            if (engage_task_persist(t, errstr, sizeof(errstr))) {
+                set_fatal(p, "state write failed: %s", errstr);
+                rd_kafka_topic_partition_list_destroy(offs);
+                return -1;
+            }
+        }
+        if (engage_task_next_offset(t) >= 0)
+            rd_kafka_topic_partition_list_add(offs, p->conf->topic_input, i)->offset =
+                engage_task_next_offset(t);
+    }
+    if (p->agg && only_partition < 0) {
+        if (engage_aggregator_persist(p->agg, errstr, sizeof(errstr))) {
+            set_fatal(p, "aggregator state write failed: %s", errstr);
+            rd_kafka_topic_partition_list_destroy(offs);
+            return -1;
+        }
+        if (engage_aggregator_next_offset(p->agg) >= 0)
+            rd_kafka_topic_partition_list_add(offs, p->conf->topic_partials, 0)->offset =
+                engage_aggregator_next_offset(p->agg);
+    }
+    if (offs->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(p->consumer, offs, 1);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            LOG_WARN("offset commit: %s (positions are kept with the state)",
+                     rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+    return 0;
+}
+
+/* ---- assignment ------------------------------------------------------------ */
+
+static void state_path(proc_t *p, const char *topic, int32_t part, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s-%" PRId32, p->conf->state_dir, topic, part);
+}
+
+static int64_t end_offset(proc_t *p, const char *topic, int32_t part) {
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(p->consumer, topic, part, &lo, &hi, 30000);
+    if (err) {
+        char m[256];
+        snprintf(m, sizeof(m), "%s [%d]: %s", topic, part, rd_kafka_err2str(err));
+        set_fatal(p, "cannot read end offset of %s", m);
+        return -1;
+    }
+    return hi;
+}
+
+static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
+    char path[1024], errstr[512];
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+        if (strcmp(tp->topic, p->conf->topic_input) == 0) {
+            if (tp->partition >= p->nparts) {
+                set_fatal(p, "%s", "input topic gained partitions while running; restart");
+                continue;
+            }
+            ptask_t *pt = &p->tasks[tp->partition];
+            if (!pt->task) {
+                state_path(p, tp->topic, tp->partition, path, sizeof(path));
+                pt->task = engage_task_open(tp->partition, path, &p->tconf, p->dec, &p->emit,
+                                            errstr, sizeof(errstr));
+                if (!pt->task) {
+                    set_fatal(p, "cannot open task state: %s", errstr);
+                    continue;
+                }
+            }
+            if (engage_task_next_offset(pt->task) >= 0)
+                tp->offset = engage_task_next_offset(pt->task);
+            pt->end_offset = p->conf->until_end ? end_offset(p, tp->topic, tp->partition) : -1;
+            pt->paused = 0;
+            LOG_INFO("assigned %s [%d] from offset %" PRId64 "%s", tp->topic, tp->partition,
+                     engage_task_next_offset(pt->task),
+                     engage_task_next_offset(pt->task) < 0 ? " (new state: beginning)" : "");
+        } else if (strcmp(tp->topic, p->conf->topic_partials) == 0 && tp->partition == 0) {
+            if (!p->agg) {
+                state_path(p, tp->topic, 0, path, sizeof(path));
+                p->agg = engage_aggregator_open(path, emit_daily, p, errstr, sizeof(errstr));
+                if (!p->agg) {
+                    set_fatal(p, "cannot open aggregator state: %s", errstr);
+                    continue;
+                }
+            }
+            if (engage_aggregator_next_offset(p->agg) >= 0)
+                tp->offset = engage_aggregator_next_offset(p->agg);
+            LOG_INFO("assigned %s [0] (aggregator) from offset %" PRId64, tp->topic,
+                     engage_aggregator_next_offset(p->agg));
+        }
+        p->owned_any = 1;
+    }
+}
+
+static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
+    checkpoint(p, -1, 0);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (strcmp(tp->topic, p->conf->topic_input) == 0 && tp->partition < p->nparts) {
+            ptask_t *pt = &p->tasks[tp->partition];
+            if (pt->task) {
+                engage_task_stats_t st;
+                engage_task_get_stats(pt->task, &st);
+                p->total.records += st.records;
+                p->total.counted += st.counted;
+                p->total.duplicates += st.duplicates;
+                p->total.late += st.late;
+                p->total.dead += st.dead;
+                p->total.sessions_closed += st.sessions_closed;
+                p->total.partials_emitted += st.partials_emitted;
+            }
+            engage_task_close(pt->task);
+            pt->task = NULL;
+            LOG_INFO("revoked %s [%d]", tp->topic, tp->partition);
+        } else if (strcmp(tp->topic, p->conf->topic_partials) == 0) {
+            engage_aggregator_close(p->agg);
+            p->agg = NULL;
+            LOG_INFO("revoked %s [0] (aggregator)", tp->topic);
+        }
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    proc_t *p = opaque;
+    rd_kafka_error_t *e = NULL;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(p, parts);
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+    } else {
+        on_revoke(p, parts);
+        if (cooperative)
+            e = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        LOG_ERROR("rebalance: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+}
+
+/* ---- setup ----------------------------------------------------------------- */
+
+static int has_kafka_key(const engage_conf_t *c, const char *k) {
+    for (int i = 0; i < c->kafka_cnt; i++)
+        if (strcmp(c->kafka_keys[i], k) == 0)
+            return 1;
+    return 0;
+}
+
+static int kset(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr, size_t n) {
+    return rd_kafka_conf_set(kc, k, v, errstr, n) != RD_KAFKA_CONF_OK;
+}
+
+static int32_t topic_partitions(proc_t *p, const char *topic, char *errstr, size_t n) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->producer, topic, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->producer, 0, rkt, &md, 30000);
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        snprintf(errstr, n, "metadata for %s: %s", topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    int32_t cnt = -1;
+    if (md->topic_cnt == 1 && !md->topics[0].err)
+        cnt = md->topics[0].partition_cnt;
+    else if (md->topic_cnt == 1 &&
+             md->topics[0].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        snprintf(errstr, n, "metadata for %s: %s", topic, rd_kafka_err2str(md->topics[0].err));
+    else
+        cnt = 0;
+    rd_kafka_metadata_destroy(md);
+    return cnt;
+}
+
+static int create_topic(proc_t *p, const char *topic, int32_t parts, char *errstr, size_t n) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rf = attempt == 0 ? -1 : 1;
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, parts, rf, errstr, n);
+        if (!nt)
+            return -1;
+        rd_kafka_queue_t *q = rd_kafka_queue_new(p->producer);
+        rd_kafka_CreateTopics(p->producer, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        rd_kafka_NewTopic_destroy(nt);
+        int rc = -1;
+        if (ev) {
+            const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+            size_t cnt = 0;
+            const rd_kafka_topic_result_t **tr =
+                res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+            rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+            if (!err && cnt == 1)
+                err = rd_kafka_topic_result_error(tr[0]);
+            if (!err || err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                rc = 0;
+            else
+                snprintf(errstr, n, "create topic %s: %s", topic,
+                         cnt == 1 && rd_kafka_topic_result_error_string(tr[0])
+                             ? rd_kafka_topic_result_error_string(tr[0])
+                             : rd_kafka_err2str(err));
+            rd_kafka_event_destroy(ev);
+        } else {
+            snprintf(errstr, n, "create topic %s: timed out", topic);
+        }
+        rd_kafka_queue_destroy(q);
+        if (rc == 0) {
+            LOG_INFO("created topic %s with %d partitions", topic, parts);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Returns the partition count of topic, creating it with `want` partitions
+ * if it is missing and topics.create is on. */
+static int32_t ensure_topic(proc_t *p, const char *topic, int32_t want, char *errstr,
+                            size_t n) {
+    int32_t cnt = topic_partitions(p, topic, errstr, n);
+    if (cnt < 0)
+        return -1;
+    if (cnt > 0)
+        return cnt;
+    if (!p->conf->topics_create) {
+        snprintf(errstr, n, "topic %s does not exist (and topics.create is off)", topic);
+        return -1;
+    }
+    if (create_topic(p, topic, want, errstr, n))
+        return -1;
+    for (int i = 0; i < 50; i++) { /* metadata propagates asynchronously */
+        cnt = topic_partitions(p, topic, errstr, n);
+        if (cnt != 0)
+            return cnt;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    snprintf(errstr, n, "topic %s not visible after creation", topic);
+    return -1;
+}
+
+static int mkdir_p(const char *path) {
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *s = tmp + 1; *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(tmp, 0755) && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int setup(proc_t *p, char *errstr, size_t n) {
+    const engage_conf_t *c = p->conf;
+    int confluent_in = strcmp(c->input_format, "confluent") == 0;
+    int confluent_out = strcmp(c->output_format, "confluent") == 0;
+    if (mkdir_p(c->state_dir)) {
+        snprintf(errstr, n, "cannot create state.dir %s: %s", c->state_dir, strerror(errno));
+        return -1;
+    }
+    p->dec = engage_decoder_new(confluent_in, c->input_schemas, c->input_plain_schema, errstr, n);
+    if (!p->dec)
+        return -1;
+    p->enc = engage_encoder_new(confluent_out, (int32_t)c->output_schema_id_session,
+                                (int32_t)c->output_schema_id_daily,
+                                (int32_t)c->output_schema_id_partial, errstr, n);
+    if (!p->enc)
+        return -1;
+
+    /* producer */
+    rd_kafka_conf_t *pc = engage_conf_kafka(c, errstr, n);
+    if (!pc)
+        return -1;
+    if (kset(pc, "enable.idempotence", "true", errstr, n) ||
+        (!has_kafka_key(c, "partitioner") &&
+         kset(pc, "partitioner", "murmur2_random", errstr, n)) ||
+        (!has_kafka_key(c, "linger.ms") && kset(pc, "linger.ms", "5", errstr, n)) ||
+        (!has_kafka_key(c, "compression.type") &&
+         kset(pc, "compression.type", "lz4", errstr, n))) {
+        rd_kafka_conf_destroy(pc);
+        return -1;
+    }
+    rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
+    rd_kafka_conf_set_opaque(pc, p);
+    p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, n);
+    if (!p->producer) {
+        rd_kafka_conf_destroy(pc);
+        return -1;
+    }
+
+    /* topics */
+    p->nparts = topic_partitions(p, c->topic_input, errstr, n);
+    if (p->nparts < 0)
+        return -1;
+    if (p->nparts == 0) {
+        snprintf(errstr, n, "input topic %s does not exist", c->topic_input);
+        return -1;
+    }
+    if (ensure_topic(p, c->topic_sessions, p->nparts, errstr, n) < 0 ||
+        ensure_topic(p, c->topic_daily, 1, errstr, n) < 0)
+        return -1;
+    if ((p->dead_parts = ensure_topic(p, c->topic_dead, p->nparts, errstr, n)) < 0 ||
+        (p->late_parts = ensure_topic(p, c->topic_late, p->nparts, errstr, n)) < 0)
+        return -1;
+    int32_t pp = ensure_topic(p, c->topic_partials, 1, errstr, n);
+    if (pp < 0)
+        return -1;
+    if (pp != 1) {
+        snprintf(errstr, n,
+                 "the partials topic %s must have exactly 1 partition (has %d): one "
+                 "aggregator sees every partition's days",
+                 c->topic_partials, pp);
+        return -1;
+    }
+    p->tasks = calloc((size_t)p->nparts, sizeof(*p->tasks));
+    p->tconf.gap_ms = c->session_gap_ms;
+    p->tconf.grace_ms = c->grace_ms;
+    p->tconf.max_skew_ms = c->max_skew_ms;
+    p->tconf.min_timestamp_ms = c->min_timestamp_ms;
+    p->tconf.max_user_id_bytes = c->max_user_id_bytes;
+    p->tconf.partition_count = p->nparts;
+    p->emit.opaque = p;
+    p->emit.session = emit_session;
+    p->emit.partial = emit_partial;
+    p->emit.dead = emit_dead;
+    p->emit.late = emit_late;
+
+    /* consumer */
+    rd_kafka_conf_t *cc = engage_conf_kafka(c, errstr, n);
+    if (!cc)
+        return -1;
+    if (kset(cc, "group.id", c->group_id, errstr, n) ||
+        (!has_kafka_key(c, "partition.assignment.strategy") &&
+         kset(cc, "partition.assignment.strategy", "cooperative-sticky", errstr, n)) ||
+        kset(cc, "enable.auto.commit", "false", errstr, n) ||
+        kset(cc, "enable.auto.offset.store", "false", errstr, n) ||
+        kset(cc, "auto.offset.reset", "earliest", errstr, n) ||
+        kset(cc, "isolation.level", "read_committed", errstr, n) ||
+        kset(cc, "enable.partition.eof", "true", errstr, n)) {
+        rd_kafka_conf_destroy(cc);
+        return -1;
+    }
+    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    rd_kafka_conf_set_opaque(cc, p);
+    p->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, n);
+    if (!p->consumer) {
+        rd_kafka_conf_destroy(cc);
+        return -1;
+    }
+    rd_kafka_poll_set_consumer(p->consumer);
+    p->cq = rd_kafka_queue_get_consumer(p->consumer);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(subs, c->topic_input, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(subs, c->topic_partials, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(p->consumer, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        snprintf(errstr, n, "subscribe: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void pause_partition(proc_t *p, const char *topic, int32_t part) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, part);
+    rd_kafka_pause_partitions(p->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void handle_input(proc_t *p, rd_kafka_message_t *m) {
+    int32_t part = m->partition;
+    if (part < 0 || part >= p->nparts || !p->tasks[part].task)
+        return; /* revoked meanwhile: the new owner re-reads it */
+    ptask_t *pt = &p->tasks[part];
+    if (pt->end_offset >= 0 && m->offset >= pt->end_offset)
+        return; /* bounded run: past the end seen at start */
+    if (engage_task_finished(pt->task))
+        return;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    engage_input_rec_t rec = {.key = m->key,
+                              .key_len = m->key_len,
+                              .value = m->payload,
+                              .value_len = m->len,
+                              .partition = part,
+                              .offset = m->offset,
+                              .kafka_ts = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts};
+    char errstr[512];
+    if (engage_task_process(pt->task, &rec, errstr, sizeof(errstr)))
+        set_fatal(p, "processing failed: %s", errstr);
+}
+
+static void handle_partial(proc_t *p, rd_kafka_message_t *m) {
+    if (!p->agg || m->partition != 0)
+        return;
+    engage_partial_rec_t r;
+    char errstr[512];
+    if (engage_decode_partial(p->enc, m->payload, m->len, &r)) {
+        /* not ours: skip it but say so loudly, never guess */
+        LOG_ERROR("partials topic %s offset %" PRId64 ": undecodable record skipped",
+                  p->conf->topic_partials, m->offset);
+        engage_aggregator_set_next_offset(p->agg, m->offset + 1);
+        return;
+    }
+    if (engage_aggregator_add(p->agg, &r, m->offset, errstr, sizeof(errstr)))
+        set_fatal(p, "aggregation failed: %s", errstr);
+}
+
+static void handle_eof(proc_t *p, rd_kafka_message_t *m) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    if (strcmp(topic, p->conf->topic_input) == 0 && m->partition >= 0 &&
+        m->partition < p->nparts && p->tasks[m->partition].task) {
+        ptask_t *pt = &p->tasks[m->partition];
+        /* skipped control records (transaction markers) also count as consumed */
+        if (pt->end_offset >= 0 && m->offset <= pt->end_offset)
+            engage_task_set_next_offset(pt->task, m->offset);
+    } else if (strcmp(topic, p->conf->topic_partials) == 0 && p->agg) {
+        engage_aggregator_set_next_offset(p->agg, m->offset);
+    }
+}
+
+/* Bounded runs: finish tasks whose input is exhausted. Returns 1 when this
+ * member has nothing left to do. */
+static int bounded_progress(proc_t *p) {
+    char errstr[512];
+    int owned = 0, all_done = 1;
+    for (int32_t i = 0; i < p->nparts; i++) {
+        ptask_t *pt = &p->tasks[i];
+        if (!pt->task)
+            continue;
+        owned++;
+        if (!engage_task_finished(pt->task)) {
+            int64_t next = engage_task_next_offset(pt->task);
+            if (pt->end_offset == 0 || (next >= 0 && next >= pt->end_offset)) {
+                if (engage_task_finish(pt->task, errstr, sizeof(errstr))) {
+                    set_fatal(p, "finishing failed: %s", errstr);
+                    return 0;
+                }
+                if (!pt->paused) {
+                    pause_partition(p, p->conf->topic_input, i);
+                    pt->paused = 1;
+                }
+                LOG_INFO("partition %d: input exhausted at offset %" PRId64, i,
+                         pt->end_offset);
+            } else {
+                all_done = 0;
+            }
+        }
+    }
+    if (p->agg) {
+        owned++;
+        if (!engage_aggregator_done(p->agg))
+            all_done = 0;
+    }
+    return p->owned_any && owned > 0 && all_done;
+}
+
+engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic_t *stop,
+                                  char *errstr, size_t errstr_size) {
+    proc_t P;
+    proc_t *p = &P;
+    memset(p, 0, sizeof(*p));
+    p->conf = conf;
+    engage_err_t ret = ENGAGE_ERR_OK;
+    rd_kafka_message_t **msgs = NULL;
+    size_t batch = (size_t)conf->batch_size;
+
+    if (setup(p, errstr, errstr_size)) {
+        ret = ENGAGE_ERR_KAFKA;
+        goto out;
+    }
+    msgs = calloc(batch, sizeof(*msgs));
+    LOG_INFO("running: input %s (%d partitions), group %s, state %s%s", conf->topic_input,
+             p->nparts, conf->group_id, conf->state_dir,
+             conf->until_end ? ", until end" : "");
+    int done = 0;
+    while (!*stop && !p->fatal && !done) {
+        ssize_t n = rd_kafka_consume_batch_queue(p->cq, (int)conf->batch_timeout_ms, msgs, batch);
+        if (n < 0) {
+            set_fatal(p, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (!p->fatal) {
+                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    handle_eof(p, m);
+                } else if (m->err) {
+                    LOG_WARN("consumer: %s", rd_kafka_message_errstr(m));
+                    if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+                        set_fatal(p, "consumer fatal error: %s", rd_kafka_message_errstr(m));
+                } else if (strcmp(rd_kafka_topic_name(m->rkt), conf->topic_input) == 0) {
+                    handle_input(p, m);
+                } else {
+                    handle_partial(p, m);
+                }
+            }
+            rd_kafka_message_destroy(m);
+        }
+        if (p->fatal)
+            break;
+        if (conf->until_end)
+            done = bounded_progress(p);
+        if (p->fatal || checkpoint(p, -1, 0))
+            break;
+        rd_kafka_poll(p->producer, 0);
+    }
+    if (!p->fatal)
+        checkpoint(p, -1, 0);
+
+out:
+    if (p->consumer) {
+        /* leaves the group; the revoke callback checkpoints and closes tasks */
+        if (p->fatal) {
+            /* do not persist anything after a failure: close without the
+             * callback's checkpoint by dropping tasks first */
+            for (int32_t i = 0; p->tasks && i < p->nparts; i++) {
+                engage_task_close(p->tasks[i].task);
+                p->tasks[i].task = NULL;
+            }
+            engage_aggregator_close(p->agg);
+            p->agg = NULL;
+        }
+        rd_kafka_queue_destroy(p->cq);
+        rd_kafka_consumer_close(p->consumer);
+        rd_kafka_destroy(p->consumer);
+    }
+    if (p->producer) {
+        rd_kafka_flush(p->producer, 30000);
+        rd_kafka_destroy(p->producer);
+    }
+    if (p->fatal && ret == ENGAGE_ERR_OK) {
+        snprintf(errstr, errstr_size, "%s", p->fatal_msg);
+        ret = ENGAGE_ERR_KAFKA;
+    }
+    if (ret == ENGAGE_ERR_OK) {
+        engage_task_stats_t *t = &p->total;
+        LOG_INFO("done: %" PRId64 " records, %" PRId64 " counted, %" PRId64
+                 " duplicates, %" PRId64 " late, %" PRId64 " dead letters, %" PRId64
+                 " sessions, %" PRId64 " days",
+                 t->records, t->counted, t->duplicates, t->late, t->dead, t->sessions_closed,
+                 p->days_emitted);
+    }
+    for (int32_t i = 0; p->tasks && i < p->nparts; i++)
+        engage_task_close(p->tasks[i].task);
+    free(p->tasks);
+    engage_aggregator_close(p->agg);
+    engage_decoder_destroy(p->dec);
+    engage_encoder_destroy(p->enc);
+    free(msgs);
+    return ret;
+}
+
+/* ---- `engage run` ------------------------------------------------------------ */
+
+static volatile sig_atomic_t run_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    run_stop = 1;
+}
+
+int engage_cmd_run(int argc, char **argv) {
+    char errstr[1024];
+    engage_conf_t *conf = engage_conf_new();
+    int rest_argc = 0;
+    char **rest = NULL;
+    int rc = 1;
+    if (engage_cli_common(conf, argc, argv, &rest_argc, &rest, errstr, sizeof(errstr))) {
+        fprintf(stderr, "engage run: %s\n", errstr);
+        goto out;
+    }
+    for (int i = 1; i < rest_argc; i++) {
+        if (strcmp(rest[i], "--until-end") == 0) {
+            conf->until_end = 1;
+        } else if (strcmp(rest[i], "-h") == 0 || strcmp(rest[i], "--help") == 0) {
+            printf("usage: engage run [-c FILE] [-X key=value]... [-b BROKERS] [--until-end]\n\n");
+            engage_conf_print_help(stdout);
+            rc = 0;
+            goto out;
+        } else {
+            fprintf(stderr, "engage run: unknown argument %s (see engage run --help)\n", rest[i]);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (strcmp(conf->log_level, "debug") == 0)
+        engage_log_set_level(ENGAGE_LOG_DEBUG);
+    else if (strcmp(conf->log_level, "warn") == 0)
+        engage_log_set_level(ENGAGE_LOG_WARN);
+    else if (strcmp(conf->log_level, "error") == 0)
+        engage_log_set_level(ENGAGE_LOG_ERROR);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (engage_processor_run(conf, &run_stop, errstr, sizeof(errstr))) {
+        fprintf(stderr, "engage run: %s\n", errstr);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(rest);
+    engage_conf_destroy(conf);
+    return rc;
+}

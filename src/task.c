@@ -1,0 +1,488 @@
+/*
+ * task.c - one input partition's processing (see task.h for the contract).
+ *
+ * Why it looks the way it does:
+ * - Everything a record changes is in memory (dictionary, open sessions,
+ *   recent day bitmaps); RocksDB sees one WriteBatch per persist() call, so
+ *   the cost of durability is per batch, not per event.
+ * - Sessions are closed and days finalised right after the record that
+ *   advanced the watermark, not at batch end, so the order of output records
+ *   depends only on the input order: a replay with other batch sizes emits
+ *   the same records in the same order.
+ * - Dirty tracking (new dictionary ordinals, users whose open sessions
+ *   changed, days whose bitmaps changed) keeps each batch's write set small.
+ */
+#include "task.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "buf.h"
+#include "daystore.h"
+#include "dict.h"
+#include "log.h"
+#include "sessionizer.h"
+#include "state.h"
+#include "timeutil.h"
+
+#define META_VERSION 1u
+#define META_LEN (4 + 8 + 8 + 4 + 4 + 4 + 8) /* ..., xxh64 of the first 32 */
+/* days kept in memory behind the last emitted day: the 30-day window */
+#define DAYS_IN_MEMORY 31
+
+struct engage_task {
+    int32_t partition;
+    engage_task_conf_t conf;
+    engage_decoder_t *dec; /* not owned */
+    engage_emit_t emit;
+    engage_state_t *st;
+    engage_dict_t *dict;
+    engage_sessionizer_t *sess;
+    engage_daystore_t *days;
+
+    int64_t next_offset;     /* -1: new store */
+    int64_t max_ts;          /* INT64_MIN: nothing seen */
+    int32_t min_day;         /* first event day, INT32_MAX: none */
+    int32_t emitted_through; /* last day whose partial was emitted, INT32_MIN: none */
+    int32_t finished;
+    uint32_t dict_persisted;
+    int meta_dirty;
+
+    engage_buf_t buf;
+    engage_buf_t key;
+    engage_task_stats_t stats;
+
+    /* error raised inside a sessionizer callback */
+    int cb_failed;
+    char load_err[160];
+    char sid[17];
+};
+
+/* ---- key encoding ------------------------------------------------------ */
+
+static void key_u32(engage_buf_t *k, char prefix, uint32_t v) {
+    unsigned char b[5] = {(unsigned char)prefix, (unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    engage_buf_reset(k);
+    engage_buf_append(k, b, 5);
+}
+
+/* days are signed: flip the sign bit so big-endian byte order sorts */
+static uint32_t day_key(int32_t day) { return (uint32_t)day ^ 0x80000000u; }
+static int32_t day_unkey(uint32_t v) { return (int32_t)(v ^ 0x80000000u); }
+
+static uint32_t get_be32(const void *p) {
+    const unsigned char *s = p;
+    return ((uint32_t)s[0] << 24) | ((uint32_t)s[1] << 16) | ((uint32_t)s[2] << 8) | s[3];
+}
+
+/* ---- emission helpers -------------------------------------------------- */
+
+static int emit_partial_day(engage_task_t *t, int32_t day) {
+    engage_partial_rec_t p;
+    engage_day_stats_t ds;
+    memset(&p, 0, sizeof(p));
+    engage_daystore_stats(t->days, day, &ds);
+    p.day = day;
+    p.partition = t->partition;
+    p.partition_count = t->conf.partition_count;
+    p.dau = (int64_t)engage_daystore_dau(t->days, day);
+    p.wau = (int64_t)engage_daystore_window(t->days, day, 7);
+    p.mau = (int64_t)engage_daystore_window(t->days, day, 30);
+    p.sessions = ds.sessions;
+    p.session_users = ds.session_users;
+    p.sum_duration_ms = ds.sum_duration_ms;
+    p.sum_actions = ds.sum_actions;
+    p.max_event_day = t->max_ts == INT64_MIN ? INT32_MIN : engage_day_of_ms(t->max_ts);
+    p.is_end = 0;
+    t->stats.partials_emitted++;
+    return t->emit.partial ? t->emit.partial(t->emit.opaque, &p) : 0;
+}
+
+static void on_close(void *opaque, uint32_t user, int64_t start_ms, int64_t last_ms,
+                     uint32_t actions) {
+    engage_task_t *t = opaque;
+    size_t ulen = 0;
+    const char *uid = engage_dict_name(t->dict, user, &ulen);
+    int32_t day = engage_day_of_ms(start_ms);
+    if (engage_daystore_add_session(t->days, day, user, last_ms - start_ms, actions) !=
+        ENGAGE_ERR_OK)
+        t->cb_failed = 1;
+    t->stats.sessions_closed++;
+    if (!t->emit.session || !uid)
+        return;
+    /* deterministic id: xxh64 over user id bytes and the start time */
+    engage_buf_reset(&t->key);
+    if (engage_buf_append(&t->key, uid, ulen) || engage_buf_put_u64(&t->key, (uint64_t)start_ms)) {
+        t->cb_failed = 1;
+        return;
+    }
+    snprintf(t->sid, sizeof(t->sid), "%016" PRIx64, (uint64_t)XXH64(t->key.p, t->key.len, 0));
+    engage_session_rec_t r = {.session_id = t->sid,
+                              .user_id = uid,
+                              .user_id_len = ulen,
+                              .start_ms = start_ms,
+                              .end_ms = last_ms,
+                              .duration_ms = last_ms - start_ms,
+                              .actions = (int32_t)actions,
+                              .day = day};
+    if (t->emit.session(t->emit.opaque, &r))
+        t->cb_failed = 1;
+}
+
+/* Emits every day that is final for this partition: the watermark passed
+ * its end and no session that started on it (or before) is still open. */
+static int emit_final_days(engage_task_t *t, int64_t wm) {
+    if (t->min_day == INT32_MAX)
+        return 0;
+    int32_t d = t->emitted_through == INT32_MIN ? t->min_day : t->emitted_through + 1;
+    int64_t min_open = engage_sessionizer_min_open_start(t->sess);
+    while (wm >= engage_day_start_ms(d + 1) && min_open >= engage_day_start_ms(d + 1)) {
+        if (emit_partial_day(t, d))
+            return -1;
+        t->emitted_through = d;
+        t->meta_dirty = 1;
+        d++;
+    }
+    return 0;
+}
+
+/* ---- load -------------------------------------------------------------- */
+
+static int load_dict_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
+    engage_task_t *t = opaque;
+    if (vl != 4 || kl < 2 ||
+        engage_dict_insert(t->dict, (const char *)k + 1, kl - 1, engage_get_u32(v))) {
+        snprintf(t->load_err, sizeof(t->load_err), "bad dictionary entry (%zu bytes)", vl);
+        return 1;
+    }
+    return 0;
+}
+
+static int load_sess_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
+    engage_task_t *t = opaque;
+    char err[128];
+    if (kl != 5 || engage_sessionizer_load_user(t->sess, get_be32((const char *)k + 1), v, vl,
+                                                err, sizeof(err))) {
+        snprintf(t->load_err, sizeof(t->load_err), "bad open-session entry: %s",
+                 kl != 5 ? "key length" : err);
+        return 1;
+    }
+    return 0;
+}
+
+static int load_day_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
+    engage_task_t *t = opaque;
+    char err[128];
+    if (kl != 5 || engage_daystore_load_day(t->days, day_unkey(get_be32((const char *)k + 1)),
+                                            v, vl, err, sizeof(err))) {
+        snprintf(t->load_err, sizeof(t->load_err), "bad day entry: %s",
+                 kl != 5 ? "key length" : err);
+        return 1;
+    }
+    return 0;
+}
+
+static engage_err_t load_meta(engage_task_t *t, char *errstr, size_t errstr_size) {
+    void *v = NULL;
+    size_t vl = 0;
+    engage_err_t err = engage_state_get(t->st, "m", 1, &v, &vl, errstr, errstr_size);
+    if (err == ENGAGE_ERR_NOT_FOUND)
+        return ENGAGE_ERR_OK;
+    if (err)
+        return err;
+    const char *p = v;
+    if (vl != META_LEN || engage_get_u32(p) != META_VERSION) {
+        free(v);
+        return engage_seterr(ENGAGE_ERR_CORRUPT, errstr, errstr_size,
+                             "task %d: bad meta record (%zu bytes)", t->partition, vl);
+    }
+    t->next_offset = (int64_t)engage_get_u64(p + 4);
+    t->max_ts = (int64_t)engage_get_u64(p + 12);
+    t->min_day = (int32_t)engage_get_u32(p + 20);
+    t->emitted_through = (int32_t)engage_get_u32(p + 24);
+    t->finished = (int32_t)engage_get_u32(p + 28);
+    int ok = engage_get_u64(p + 32) == XXH64(p, 32, 0);
+    free(v);
+    if (!ok)
+        return engage_seterr(ENGAGE_ERR_CORRUPT, errstr, errstr_size,
+                             "task %d: meta checksum mismatch", t->partition);
+    return ENGAGE_ERR_OK;
+}
+
+engage_task_t *engage_task_open(int32_t partition, const char *state_path,
+                                const engage_task_conf_t *conf, engage_decoder_t *dec,
+                                const engage_emit_t *emit, char *errstr,
+                                size_t errstr_size) {
+    engage_task_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    t->partition = partition;
+    t->conf = *conf;
+    t->dec = dec;
+    t->emit = *emit;
+    t->next_offset = -1;
+    t->max_ts = INT64_MIN;
+    t->min_day = INT32_MAX;
+    t->emitted_through = INT32_MIN;
+    t->dict = engage_dict_new();
+    t->sess = engage_sessionizer_new(conf->gap_ms);
+    t->days = engage_daystore_new();
+    if (!t->dict || !t->sess || !t->days) {
+        engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    if (!(t->st = engage_state_open(state_path, errstr, errstr_size)))
+        goto fail;
+    if (load_meta(t, errstr, errstr_size))
+        goto fail;
+    if (engage_state_iterate(t->st, "u", 1, load_dict_cb, t, errstr, errstr_size) ||
+        engage_state_iterate(t->st, "o", 1, load_sess_cb, t, errstr, errstr_size) ||
+        engage_state_iterate(t->st, "b", 1, load_day_cb, t, errstr, errstr_size))
+        goto fail;
+    if (t->load_err[0]) {
+        engage_seterr(ENGAGE_ERR_CORRUPT, errstr, errstr_size, "task %d: state at %s: %s",
+                      partition, state_path, t->load_err);
+        goto fail;
+    }
+    t->dict_persisted = engage_dict_count(t->dict);
+    {
+        const uint32_t *u;
+        const int32_t *d;
+        engage_sessionizer_take_dirty(t->sess, &u);
+        engage_daystore_take_dirty(t->days, &d);
+    }
+    if (t->emitted_through != INT32_MIN)
+        engage_daystore_drop_before(t->days, t->emitted_through - DAYS_IN_MEMORY);
+    return t;
+fail:
+    engage_task_close(t);
+    return NULL;
+}
+
+void engage_task_close(engage_task_t *t) {
+    if (!t)
+        return;
+    engage_state_close(t->st);
+    engage_dict_destroy(t->dict);
+    engage_sessionizer_destroy(t->sess);
+    engage_daystore_destroy(t->days);
+    engage_buf_free(&t->buf);
+    engage_buf_free(&t->key);
+    free(t);
+}
+
+int64_t engage_task_next_offset(const engage_task_t *t) { return t->next_offset; }
+
+void engage_task_set_next_offset(engage_task_t *t, int64_t next_offset) {
+    if (next_offset > t->next_offset) {
+        t->next_offset = next_offset;
+        t->meta_dirty = 1;
+    }
+}
+
+int64_t engage_task_watermark(const engage_task_t *t) {
+    return t->max_ts == INT64_MIN ? INT64_MIN : t->max_ts - t->conf.grace_ms;
+}
+
+static engage_err_t dead(engage_task_t *t, const engage_input_rec_t *rec, engage_err_t why,
+                         const char *msg, char *errstr, size_t errstr_size) {
+    t->stats.dead++;
+    if (t->emit.dead && t->emit.dead(t->emit.opaque, rec, engage_err_dl_reason(why), msg))
+        return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
+                             "partition %d: dead-letter output failed", t->partition);
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec,
+                                 char *errstr, size_t errstr_size) {
+    char msg[256];
+    engage_action_t a;
+    engage_err_t err;
+
+    if (t->next_offset >= 0 && rec->offset < t->next_offset)
+        return ENGAGE_ERR_OK; /* applied before a restart */
+    t->next_offset = rec->offset + 1;
+    t->meta_dirty = 1;
+    t->stats.records++;
+
+    msg[0] = '\0';
+    err = engage_decoder_decode(t->dec, rec->value, rec->value_len, &a, msg, sizeof(msg));
+    if (err && !engage_err_dl_reason(err)) /* NOMEM etc.: not the record's fault */
+        return engage_seterr(err, errstr, errstr_size, "partition %d offset %" PRId64 ": %s",
+                             t->partition, rec->offset, msg);
+    if (err)
+        return dead(t, rec, err, msg, errstr, errstr_size);
+    if (a.user_id_len == 0 || (int64_t)a.user_id_len > t->conf.max_user_id_bytes) {
+        snprintf(msg, sizeof(msg), "user id is %zu bytes (allowed 1..%" PRId64 ")",
+                 a.user_id_len, t->conf.max_user_id_bytes);
+        return dead(t, rec, ENGAGE_ERR_BAD_USER_ID, msg, errstr, errstr_size);
+    }
+    if (!rec->key || rec->key_len != a.user_id_len ||
+        memcmp(rec->key, a.user_id, a.user_id_len) != 0) {
+        snprintf(msg, sizeof(msg), "record key (%zu bytes) differs from user_id (%zu bytes)",
+                 rec->key ? rec->key_len : 0, a.user_id_len);
+        return dead(t, rec, ENGAGE_ERR_KEY_MISMATCH, msg, errstr, errstr_size);
+    }
+    if (a.ts_ms < t->conf.min_timestamp_ms) {
+        snprintf(msg, sizeof(msg), "timestamp %" PRId64 " before the floor %" PRId64, a.ts_ms,
+                 t->conf.min_timestamp_ms);
+        return dead(t, rec, ENGAGE_ERR_TS_RANGE, msg, errstr, errstr_size);
+    }
+    if (rec->kafka_ts >= 0 && a.ts_ms > rec->kafka_ts + t->conf.max_skew_ms) {
+        snprintf(msg, sizeof(msg),
+                 "timestamp %" PRId64 " is more than %" PRId64 " ms ahead of the record "
+                 "timestamp %" PRId64,
+                 a.ts_ms, t->conf.max_skew_ms, rec->kafka_ts);
+        return dead(t, rec, ENGAGE_ERR_TS_RANGE, msg, errstr, errstr_size);
+    }
+
+    if (t->max_ts != INT64_MIN && a.ts_ms < t->max_ts - t->conf.grace_ms) {
+        t->stats.late++;
+        if (t->emit.late && t->emit.late(t->emit.opaque, rec, t->max_ts - t->conf.grace_ms))
+            return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
+                                 "partition %d: late output failed", t->partition);
+        return ENGAGE_ERR_OK;
+    }
+    int advanced = 0;
+    if (a.ts_ms > t->max_ts) {
+        t->max_ts = a.ts_ms;
+        advanced = 1;
+    }
+
+    uint32_t ord;
+    int is_new;
+    if (engage_dict_get_or_add(t->dict, a.user_id, a.user_id_len, &ord, &is_new))
+        return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size,
+                             "partition %d: user dictionary full or out of memory",
+                             t->partition);
+    int r = engage_sessionizer_add(t->sess, ord, a.ts_ms, XXH64(a.event_id, a.event_id_len, 0));
+    if (r < 0)
+        return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    if (r == 0) {
+        t->stats.duplicates++;
+    } else {
+        int32_t day = engage_day_of_ms(a.ts_ms);
+        t->stats.counted++;
+        if (engage_daystore_add_active(t->days, day, ord))
+            return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        if (day < t->min_day)
+            t->min_day = day;
+    }
+    if (advanced) {
+        int64_t wm = t->max_ts - t->conf.grace_ms;
+        t->cb_failed = 0;
+        engage_sessionizer_close(t->sess, wm, on_close, t);
+        if (t->cb_failed || emit_final_days(t, wm))
+            return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
+                                 "partition %d: output failed", t->partition);
+    }
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_task_finish(engage_task_t *t, char *errstr, size_t errstr_size) {
+    if (t->finished)
+        return ENGAGE_ERR_OK;
+    t->cb_failed = 0;
+    engage_sessionizer_close_all(t->sess, on_close, t);
+    if (t->cb_failed)
+        goto fail;
+    if (t->min_day != INT32_MAX) {
+        int32_t last = engage_day_of_ms(t->max_ts) + 29;
+        int32_t d = t->emitted_through == INT32_MIN ? t->min_day : t->emitted_through + 1;
+        for (; d <= last; d++) {
+            if (emit_partial_day(t, d))
+                goto fail;
+            t->emitted_through = d;
+        }
+    }
+    engage_partial_rec_t end;
+    memset(&end, 0, sizeof(end));
+    end.day = t->emitted_through == INT32_MIN ? 0 : t->emitted_through;
+    end.partition = t->partition;
+    end.partition_count = t->conf.partition_count;
+    end.max_event_day = t->max_ts == INT64_MIN ? INT32_MIN : engage_day_of_ms(t->max_ts);
+    end.is_end = 1;
+    if (t->emit.partial && t->emit.partial(t->emit.opaque, &end))
+        goto fail;
+    t->finished = 1;
+    t->meta_dirty = 1;
+    return ENGAGE_ERR_OK;
+fail:
+    return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
+                         "partition %d: output failed while finishing", t->partition);
+}
+
+int engage_task_finished(const engage_task_t *t) { return t->finished; }
+
+int engage_task_dirty(const engage_task_t *t) {
+    return t->meta_dirty || engage_dict_count(t->dict) != t->dict_persisted;
+}
+
+engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_size) {
+    /* dictionary: ordinals assigned since the last persist */
+    uint32_t n = engage_dict_count(t->dict);
+    for (uint32_t o = t->dict_persisted; o < n; o++) {
+        size_t len;
+        const char *name = engage_dict_name(t->dict, o, &len);
+        unsigned char v[4] = {(unsigned char)o, (unsigned char)(o >> 8), (unsigned char)(o >> 16),
+                              (unsigned char)(o >> 24)};
+        engage_buf_reset(&t->key);
+        if (engage_buf_append(&t->key, "u", 1) || engage_buf_append(&t->key, name, len))
+            return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        engage_state_put(t->st, t->key.p, t->key.len, v, 4);
+    }
+    /* open sessions of users that changed */
+    const uint32_t *users;
+    size_t nu = engage_sessionizer_take_dirty(t->sess, &users);
+    for (size_t i = 0; i < nu; i++) {
+        key_u32(&t->key, 'o', users[i]);
+        engage_buf_reset(&t->buf);
+        int r = engage_sessionizer_serialize_user(t->sess, users[i], &t->buf);
+        if (r < 0)
+            return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        if (r)
+            engage_state_put(t->st, t->key.p, t->key.len, t->buf.p, t->buf.len);
+        else
+            engage_state_delete(t->st, t->key.p, t->key.len);
+    }
+    /* days whose bitmaps or aggregates changed */
+    const int32_t *days;
+    size_t nd = engage_daystore_take_dirty(t->days, &days);
+    for (size_t i = 0; i < nd; i++) {
+        key_u32(&t->key, 'b', day_key(days[i]));
+        engage_buf_reset(&t->buf);
+        engage_err_t e = engage_daystore_serialize_day(t->days, days[i], &t->buf);
+        if (e == ENGAGE_ERR_NOT_FOUND)
+            continue;
+        if (e)
+            return engage_seterr(e, errstr, errstr_size, "day serialization failed");
+        engage_state_put(t->st, t->key.p, t->key.len, t->buf.p, t->buf.len);
+    }
+    /* meta, with the next offset: lands in the same batch */
+    engage_buf_reset(&t->buf);
+    engage_buf_put_u32(&t->buf, META_VERSION);
+    engage_buf_put_u64(&t->buf, (uint64_t)t->next_offset);
+    engage_buf_put_u64(&t->buf, (uint64_t)t->max_ts);
+    engage_buf_put_u32(&t->buf, (uint32_t)t->min_day);
+    engage_buf_put_u32(&t->buf, (uint32_t)t->emitted_through);
+    engage_buf_put_u32(&t->buf, (uint32_t)t->finished);
+    engage_buf_put_u64(&t->buf, XXH64(t->buf.p, t->buf.len, 0));
+    engage_state_put(t->st, "m", 1, t->buf.p, t->buf.len);
+    engage_err_t err = engage_state_commit(t->st, errstr, errstr_size);
+    if (err)
+        return err;
+    t->dict_persisted = n;
+    t->meta_dirty = 0;
+    if (t->emitted_through != INT32_MIN)
+        engage_daystore_drop_before(t->days, t->emitted_through - DAYS_IN_MEMORY);
+    return ENGAGE_ERR_OK;
+}
+
+void engage_task_get_stats(const engage_task_t *t, engage_task_stats_t *st) { *st = t->stats; }
