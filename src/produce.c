@@ -233,9 +233,11 @@ static engage_err_t produce_line(rd_kafka_t *rk, engage_decoder_t *dec, int conf
         free(json_text);
         if (err)
             goto done;
-        if (!has_kts)
-            kts = (int64_t)json_integer_value(json_object_get(obj, "timestamp"));
     }
+    /* the record timestamp defaults to the event's own timestamp (also for
+     * raw values, whose line may still carry it), as docs/JSONL.md says */
+    if (!has_kts && json_is_integer(json_object_get(obj, "timestamp")))
+        kts = (int64_t)json_integer_value(json_object_get(obj, "timestamp"));
 
     /* key: key_b64 > key > user_id > none */
     json_t *kb = json_object_get(obj, "key_b64");
@@ -347,7 +349,8 @@ engage_err_t engage_produce_jsonl(const engage_conf_t *conf, FILE *in, const cha
     *count = st.delivered;
 fail:
     free(line);
-    rd_kafka_destroy(rk);
+    if (rk) /* rd_kafka_destroy does not accept NULL */
+        rd_kafka_destroy(rk);
     engage_decoder_destroy(dec);
     return err;
 }

@@ -867,8 +867,11 @@ static grec_t *gen_records(fx_t *f, uint64_t seed, size_t n) {
         cur += rnd(&s, 10 * MIN_MS);
         if (rnd(&s, 100) == 0)
             cur += rnd(&s, 2 * DAYMS); /* quiet stretches, empty days */
+        /* the population drifts: around day k users k..k+11 are about, so
+         * users come and go and the WAU/MAU windows really move */
+        int base = (int)((cur - T0) / DAYMS);
         if (rnd(&s, 20) == 0)
-            active[rnd(&s, 5)] = (int)rnd(&s, NUSERS);
+            active[rnd(&s, 5)] = (base + (int)rnd(&s, 8)) % NUSERS;
         int64_t k = rnd(&s, 100);
         r->kafka_ts = cur;
         r->user = -1;
@@ -884,7 +887,7 @@ static grec_t *gen_records(fx_t *f, uint64_t seed, size_t n) {
             r->ts = o->ts;
             continue;
         }
-        int u = rnd(&s, 5) ? active[rnd(&s, 5)] : (int)rnd(&s, NUSERS);
+        int u = rnd(&s, 5) ? active[rnd(&s, 5)] : (base + (int)rnd(&s, 12)) % NUSERS;
         snprintf(uid, sizeof(uid), "user%02d", u);
         snprintf(eid, sizeof(eid), "ev%zu", i);
         r->ts = cur - rnd(&s, GRACE); /* jitter below grace: never late */
@@ -1052,7 +1055,11 @@ static void restart_run(fx_t *f, uint64_t seed, size_t n) {
             feed_g(f, g, i);
         if (i == n)
             break;
-        int64_t mode = rnd(&s, 3);
+        int64_t mode = rnd(&s, 4);
+        if (mode == 3) { /* persist and go on: a batch boundary without restart */
+            assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+            continue;
+        }
         if (mode == 2) { /* crash after a persisted prefix */
             assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
             size_t kept = f->cap.nlog;
