@@ -46,7 +46,7 @@ stage "librdkafka compatibility"
 tests/compat/run.sh "$ENGAGE_BOOTSTRAP" || fail=1
 
 stage "oracle self-tests and end-to-end tests (pytest)"
-python3 -m pytest -q -p no:cacheprovider tests/oracle tests/e2e || fail=1
+python3 -m pytest -q -p no:cacheprovider tests/repo tests/oracle tests/mock tests/e2e || fail=1
 
 echo
 if (( fail )); then echo "test.sh: FAILED"; exit 1; fi

@@ -4,7 +4,9 @@
  * The output is JSON lines (docs/JSONL.md) in *arrival order*, ready for
  * `engage produce`. Everything comes from one seeded PRNG (xoshiro256**,
  * seeded through splitmix64); nothing reads the clock or calls rand(), so
- * the same options give the same bytes on every machine.
+ * the same options give the same bytes on every run. (The distributions use
+ * libm's exp/log/pow; a libm that rounds differently could, rarely, shift
+ * a draw, so compare outputs made by the same build.)
  *
  * The model:
  *  - users u0..uN-1 with Zipf-Mandelbrot activity weights
@@ -771,35 +773,58 @@ static const struct gen_flag {
     const char *help;
 } gen_flags[] = {
 #define GOFF(f) offsetof(engage_gen_opts_t, f)
-    {"seed", GO_U64, GOFF(seed), 0, 0, "PRNG seed (default 42)"},
-    {"users", GO_I64, GOFF(users), 1, 4294967295.0, "distinct users u0..uN-1 (default 2000)"},
-    {"days", GO_I32, GOFF(days), 0, 36500, "days to generate (default 35)"},
-    {"start", GO_DATE, GOFF(start_day), 0, 0, "first day, YYYY-MM-DD (default 2026-01-01)"},
+    {"seed", GO_U64, GOFF(seed), 0, 0, "PRNG seed"},
+    {"users", GO_I64, GOFF(users), 1, 4294967295.0, "distinct users u0..uN-1"},
+    {"days", GO_I32, GOFF(days), 0, 36500, "days to generate"},
+    {"start", GO_DATE, GOFF(start_day), 0, 0, "first day, YYYY-MM-DD"},
     {"partitions", GO_I32, GOFF(partitions), 1, 100000,
-     "\"partition\" = XXH64(user_id) % N (default 4)"},
-    {"zipf", GO_DBL, GOFF(zipf_s), 0, 10, "activity power-law exponent (default 1.1)"},
+     "\"partition\" = XXH64(user_id) % N"},
+    {"zipf", GO_DBL, GOFF(zipf_s), 0, 10, "activity power-law exponent"},
     {"sessions-per-day", GO_DBL, GOFF(sessions_per_user_day), 0, 1000,
-     "mean sessions a day of the most active user (default 2)"},
+     "mean sessions a day of the most active user"},
     {"actions-per-session", GO_DBL, GOFF(actions_per_session), 1, 10000,
-     "mean actions per session (default 8)"},
-    {"jitter-ms", GO_I64, GOFF(jitter_ms), 0, 86400000, "max arrival displacement (default 60000)"},
-    {"dup-rate", GO_DBL, GOFF(dup_rate), 0, 1, "fraction of events sent twice (default 0.01)"},
+     "mean actions per session"},
+    {"jitter-ms", GO_I64, GOFF(jitter_ms), 0, 86400000, "max arrival displacement"},
+    {"dup-rate", GO_DBL, GOFF(dup_rate), 0, 1, "fraction of events sent twice"},
     {"malformed-rate", GO_DBL, GOFF(malformed_rate), 0, 1,
-     "extra malformed records per event (default 0.001)"},
+     "extra malformed records per event"},
     {"late-rate", GO_DBL, GOFF(late_rate), 0, 1,
-     "fraction of events delayed past the grace (default 0.001)"},
-    {"max-events", GO_I64, GOFF(max_events), 0, 9e18, "stop after N lines (default 0: no limit)"},
+     "fraction of events delayed past the grace"},
+    {"max-events", GO_I64, GOFF(max_events), 0, 9e18, "stop after N lines, 0 = no limit"},
 #undef GOFF
 };
 #define NGEN_FLAGS (sizeof(gen_flags) / sizeof(gen_flags[0]))
 
 static void gen_usage(FILE *fp) {
+    engage_gen_opts_t d;
+    engage_gen_defaults(&d);
     fprintf(fp, "usage: engage gen [options] [-o FILE]\n"
                 "Writes a deterministic synthetic workload as JSON lines "
                 "(docs/JSONL.md), in arrival order.\n");
-    for (size_t i = 0; i < NGEN_FLAGS; i++)
-        fprintf(fp, "  --%-20s %s\n", gen_flags[i].name, gen_flags[i].help);
-    fprintf(fp, "  -o FILE                 output file (default stdout)\n");
+    for (size_t i = 0; i < NGEN_FLAGS; i++) {
+        const struct gen_flag *f = &gen_flags[i];
+        const void *v = (const char *)&d + f->off;
+        char def[32];
+        switch (f->type) {
+        case GO_U64:
+            snprintf(def, sizeof(def), "%" PRIu64, *(const uint64_t *)v);
+            break;
+        case GO_I64:
+            snprintf(def, sizeof(def), "%" PRId64, *(const int64_t *)v);
+            break;
+        case GO_I32:
+            snprintf(def, sizeof(def), "%" PRId32, *(const int32_t *)v);
+            break;
+        case GO_DBL:
+            snprintf(def, sizeof(def), "%g", *(const double *)v);
+            break;
+        case GO_DATE:
+            engage_day_format(*(const int32_t *)v, def, sizeof(def));
+            break;
+        }
+        fprintf(fp, "  --%-20s %s (default %s)\n", f->name, f->help, def);
+    }
+    fprintf(fp, "  -o FILE                output file (default stdout)\n");
 }
 
 static int parse_flag(const struct gen_flag *f, const char *v, engage_gen_opts_t *o) {

@@ -149,8 +149,9 @@ static int get_int(json_t *obj, const char *name, int64_t *v, int *present) {
     return 0;
 }
 
-/* One JSON line to one record. Returns OK, or an error with errstr (without
- * the line number, which the caller adds). */
+/* One JSON line (NUL-terminated at line[linelen]) to one record. Returns
+ * OK, or an error with errstr (without the line number, which the caller
+ * adds). */
 static engage_err_t produce_line(rd_kafka_t *rk, engage_decoder_t *dec, int confluent,
                                  const char *topic, const char *line, size_t linelen,
                                  char *errstr, size_t errstr_size) {
@@ -221,16 +222,11 @@ static engage_err_t produce_line(rd_kafka_t *rk, engage_decoder_t *dec, int conf
         }
         if (present)
             sid = v;
-        /* the codec reads the line itself: jansson parses it once more
-         * there, which keeps produce independent of the schema's fields */
-        char *json_text = strndup(line, linelen);
-        if (!json_text) {
-            err = engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
-            goto done;
-        }
-        err = engage_codec_encode_action_json(dec, confluent, (int32_t)sid, json_text, &value,
+        /* the codec reads the line itself (NUL-terminated by getline):
+         * jansson parses it once more there, which keeps produce
+         * independent of the schema's fields */
+        err = engage_codec_encode_action_json(dec, confluent, (int32_t)sid, line, &value,
                                               &value_len, errstr, errstr_size);
-        free(json_text);
         if (err)
             goto done;
     }

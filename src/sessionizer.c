@@ -1,35 +1,34 @@
 /*
  * sessionizer.c - event-time gap sessions with out-of-order events.
  *
- * The per-event cost is dominated by cache misses on state of users seen
- * thousands of events ago, so the layout is built to keep the chain of
- * dependent loads short:
- *  - uhead[user]: the user's first open session id (4 bytes per user, so
- *    the array stays in a near cache level);
- *  - sref[sid]: {block pointer, generation, size class} (16 bytes per open
- *    session). Knowing the size class here means the slot of a hash can be
- *    computed before the block arrives, so the block header and the probed
- *    slot are fetched in parallel rather than one after the other;
- *  - the session block: header {start, last, actions, next session...}
- *    followed by an open-addressing set of the session's event hashes
- *    (power-of-two size, load <= 1/2; 0 marks an empty slot, a real hash of
- *    0 is a flag). Blocks of small size classes are recycled through
- *    per-class free lists, so steady state allocates nothing.
- * A user's open sessions form a list sorted by start. They never come within
- * gap of each other (an event that would bridge two merges them), so the
- * list is short - almost always one element.
+ * The per-event cost is dominated by cache misses on the state of users
+ * last seen thousands of events ago, so the layout keeps the chain of
+ * dependent loads in engage_sessionizer_add() to two:
+ *  1. uhead[user]: a tagged reference to the user's first open session -
+ *     the block address with the block's size class in the low 5 bits;
+ *  2. the session block: a header {start, last, actions, next...} followed
+ *     by an open-addressing set of the session's event hashes (power-of-two
+ *     size, load <= 1/2; 0 marks an empty slot, a real hash of 0 is a flag).
+ *     Since the reference carries the size class, the probed slot is known
+ *     before the block arrives, so header and slot are fetched in parallel.
+ * Blocks of small size classes are recycled through per-class free lists,
+ * so steady state allocates nothing. A user's open sessions form a list
+ * (linked by tagged references) sorted by start. They never come within gap
+ * of each other (an event that would bridge two merges them), so the list
+ * is short - almost always one element.
  *
- * Closing. A 4-ary min-heap holds close entries keyed by
- * (last + gap, user, start); a second one holds start entries for
- * engage_sessionizer_min_open_start(). Both are lazy. Extending a session
- * (the common case: an event at its end) only raises its key, so the heap
- * is not touched: an entry's key may be lower than the session's real key,
- * never higher. When such an entry reaches the top and is due, it is
- * re-pushed with the real key. The top entry whose key equals its session's
- * real key is then the true minimum, which keeps the close order exact.
- * Only a lowered key (an out-of-order event moving start backwards) pushes
- * new entries; the session's generation is bumped so older entries are
- * skipped when popped. Closing and merging bump the generation too. The
+ * Closing. Every open session also has a dense id (sid) and an entry
+ * sref[sid] = {block, generation}. A 4-ary min-heap holds close entries
+ * (sid, generation) keyed by (last + gap, user, start); a second one holds
+ * start entries for engage_sessionizer_min_open_start(). Both are lazy.
+ * Extending a session (the common case: an event at its end) only raises
+ * its key, so the heap is not touched: an entry's key may be lower than the
+ * session's real key, never higher. When such an entry reaches the top and
+ * is due, it is re-pushed with the real key. The top entry whose key equals
+ * its session's real key is then the true minimum, which keeps the close
+ * order exact. Only a lowered key (an out-of-order event moving start
+ * backwards) pushes new entries; the generation is bumped so older entries
+ * are skipped when popped. Closing and merging bump the generation too. The
  * start heap is cleaned of stale entries at its top after every change, so
  * reading the minimum is O(1) and needs no mutation.
  *
@@ -43,6 +42,8 @@
 #define NIL UINT32_MAX
 #define SET_MIN_SLOTS 8u
 #define SET_MAX_CLS 28 /* 8 << 28 = 2^31 slots */
+#define BLK_ALIGN 32u  /* frees the low 5 bits of a block address */
+#define CLS_MASK ((uintptr_t)(BLK_ALIGN - 1))
 /* Blocks up to this size class (8 << 5 = 256 slots, 2 KiB) are recycled;
  * larger ones (a rare very long session) go back to malloc. */
 #define KEEP_CLS 5
@@ -55,21 +56,26 @@
 #define SER_HDR 8   /* magic[3] version[1] nsess u32 */
 #define SER_SESS 24 /* start i64, last i64, actions u32, nhashes u32 */
 
+/* A tagged block reference: address | size class; 0 = none. */
+typedef uintptr_t sref_tag_t;
+
 typedef struct sblock {
     int64_t start;
     int64_t last;
+    sref_tag_t next;  /* the user's next session, or 0 */
     uint32_t nset;    /* non-zero hashes in slots */
     uint32_t actions; /* counted events */
     uint32_t user;
-    uint32_t next; /* sid of the user's next session, or NIL */
+    uint32_t sid;
     uint8_t has_zero;
-    uint64_t slots[]; /* SET_MIN_SLOTS << cls; free blocks keep a link in [0] */
+    uint8_t cls;
+    uint64_t slots[]; /* SET_MIN_SLOTS << cls; a free block links in [0] */
 } sblock_t;
 
 typedef struct sref {
     sblock_t *b;  /* NULL when the sid is free */
     uint32_t gen; /* bumped when heap entries must be invalidated */
-    uint32_t aux; /* size class when live, next free sid when free */
+    uint32_t next_free;
 } sref_t;
 
 typedef struct close_ent {
@@ -98,7 +104,7 @@ struct engage_sessionizer {
 
     /* per user; dirty and taken have the same capacity so marking a user
      * dirty never allocates */
-    uint32_t *uhead;
+    sref_tag_t *uhead;
     uint8_t *udirty;
     uint32_t *dirty;
     uint32_t *taken;
@@ -140,6 +146,10 @@ static int grow_array(void **p, size_t *cap, size_t need, size_t elsz, size_t mi
     return 0;
 }
 
+static inline sblock_t *tag_blk(sref_tag_t t) { return (sblock_t *)(t & ~CLS_MASK); }
+static inline uint32_t tag_cls(sref_tag_t t) { return (uint32_t)(t & CLS_MASK); }
+static inline sref_tag_t blk_tag(const sblock_t *b) { return (uintptr_t)b | b->cls; }
+
 /* ---- blocks and their hash sets ----------------------------------------- */
 
 static inline uint32_t cls_cap(uint32_t cls) { return SET_MIN_SLOTS << cls; }
@@ -171,65 +181,79 @@ static inline void set_put_raw(uint64_t *slots, uint32_t mask, uint64_t h) {
 }
 
 /* Inserts h, known to be absent, with room reserved. */
-static inline void set_insert(sblock_t *b, uint32_t cls, uint64_t h) {
+static inline void set_insert(sblock_t *b, uint64_t h) {
     if (h == 0) {
         b->has_zero = 1;
         return;
     }
-    set_put_raw(b->slots, cls_cap(cls) - 1, h);
+    set_put_raw(b->slots, cls_cap(b->cls) - 1, h);
     b->nset++;
+}
+
+static inline size_t blk_bytes(uint32_t cls) {
+    size_t n = sizeof(sblock_t) + (size_t)cls_cap(cls) * sizeof(uint64_t);
+    return (n + BLK_ALIGN - 1) & ~(size_t)(BLK_ALIGN - 1);
 }
 
 /* Returns a zeroed block of class cls, or NULL on OOM. */
 static sblock_t *blk_get(engage_sessionizer_t *s, uint32_t cls) {
-    size_t bytes = cls_cap(cls) * sizeof(uint64_t);
+    size_t bytes = blk_bytes(cls);
     sblock_t *b = NULL;
     if (cls <= KEEP_CLS && s->free_blk[cls]) {
         b = s->free_blk[cls];
         s->free_blk[cls] = (sblock_t *)(uintptr_t)b->slots[0];
     } else {
-        b = malloc(sizeof(*b) + bytes);
+        b = aligned_alloc(BLK_ALIGN, bytes);
         if (!b)
             return NULL;
     }
-    memset(b, 0, sizeof(*b) + bytes);
+    memset(b, 0, bytes);
+    b->cls = (uint8_t)cls;
     return b;
 }
 
-static void blk_put(engage_sessionizer_t *s, sblock_t *b, uint32_t cls) {
-    if (cls > KEEP_CLS) {
+static void blk_put(engage_sessionizer_t *s, sblock_t *b) {
+    if (b->cls > KEEP_CLS) {
         free(b);
         return;
     }
-    b->slots[0] = (uint64_t)(uintptr_t)s->free_blk[cls];
-    s->free_blk[cls] = b;
+    b->slots[0] = (uint64_t)(uintptr_t)s->free_blk[b->cls];
+    s->free_blk[b->cls] = b;
 }
 
-/* Makes room for n non-zero hashes in session sid (load <= 1/2); may move
- * the block. Returns 0 or -1 on OOM (session unchanged). */
-static int set_reserve(engage_sessionizer_t *s, uint32_t sid, uint64_t n) {
-    sref_t *r = &s->sref[sid];
-    uint32_t cls = r->aux;
+/* Makes room for n non-zero hashes in session sid (load <= 1/2). The block
+ * may move: sref is updated, the caller fixes the list link (relink).
+ * Returns the (new) block or NULL on OOM (session unchanged). */
+static sblock_t *set_reserve(engage_sessionizer_t *s, uint32_t sid, uint64_t n) {
+    sblock_t *ob = s->sref[sid].b;
+    uint32_t cls = ob->cls;
     if (n * 2 <= cls_cap(cls))
-        return 0;
+        return ob;
     uint32_t ncls = cls;
     while (n * 2 > cls_cap(ncls)) {
         if (++ncls > SET_MAX_CLS)
-            return -1;
+            return NULL;
     }
     sblock_t *nb = blk_get(s, ncls);
     if (!nb)
-        return -1;
-    sblock_t *ob = r->b;
+        return NULL;
     memcpy(nb, ob, sizeof(*nb));
+    nb->cls = (uint8_t)ncls;
     uint32_t ocap = cls_cap(cls), nmask = cls_cap(ncls) - 1;
     for (uint32_t i = 0; i < ocap; i++)
         if (ob->slots[i])
             set_put_raw(nb->slots, nmask, ob->slots[i]);
-    blk_put(s, ob, cls);
-    r->b = nb;
-    r->aux = ncls;
-    return 0;
+    blk_put(s, ob);
+    s->sref[sid].b = nb;
+    return nb;
+}
+
+/* Points whatever referenced block ob (in user's list) at nb instead. */
+static void relink(engage_sessionizer_t *s, uint32_t user, const sblock_t *ob, sblock_t *nb) {
+    sref_tag_t *link = &s->uhead[user];
+    while (tag_blk(*link) != ob)
+        link = &tag_blk(*link)->next;
+    *link = blk_tag(nb);
 }
 
 /* ---- heaps (4-ary: half the depth of a binary heap, and the children of
@@ -328,51 +352,56 @@ static int heaps_reserve(engage_sessionizer_t *s, size_t n) {
     return 0;
 }
 
-/* Pushes fresh entries for sid in both heaps (room reserved). */
-static void push_entries(engage_sessionizer_t *s, uint32_t sid) {
-    const sblock_t *b = s->sref[sid].b;
-    uint32_t gen = s->sref[sid].gen;
-    close_ent_t ce = {sat_add(b->last, s->gap), b->start, b->user, sid, gen};
-    start_ent_t se = {b->start, sid, gen};
+/* Pushes fresh entries for block b in both heaps (room reserved). */
+static void push_entries(engage_sessionizer_t *s, const sblock_t *b) {
+    uint32_t gen = s->sref[b->sid].gen;
+    close_ent_t ce = {sat_add(b->last, s->gap), b->start, b->user, b->sid, gen};
+    start_ent_t se = {b->start, b->sid, gen};
     close_push(s, ce);
     start_push(s, se);
 }
 
-/* ---- session ids -------------------------------------------------------- */
+/* ---- sessions ----------------------------------------------------------- */
 
-/* Returns a live session id with an empty block of the smallest class. */
-static uint32_t sess_alloc(engage_sessionizer_t *s, uint32_t user) {
+/* Returns a new, unlinked session of user with an empty block of the
+ * smallest class able to hold nhash hashes, or NULL on OOM. */
+static sblock_t *sess_alloc(engage_sessionizer_t *s, uint32_t user, uint64_t nhash) {
+    uint32_t cls = 0;
+    while (nhash * 2 > cls_cap(cls)) {
+        if (++cls > SET_MAX_CLS)
+            return NULL;
+    }
     uint32_t sid = s->free_sid;
     if (sid == NIL) {
         if (s->sref_len == NIL ||
             grow_array((void **)&s->sref, &s->sref_cap, (size_t)s->sref_len + 1,
                        sizeof(*s->sref), 256))
-            return NIL;
+            return NULL;
         sid = s->sref_len;
         s->sref[sid] = (sref_t){NULL, 0, NIL};
     }
-    sblock_t *b = blk_get(s, 0);
+    sblock_t *b = blk_get(s, cls);
     if (!b)
-        return NIL;
+        return NULL;
     if (sid == s->sref_len)
         s->sref_len++;
     else
-        s->free_sid = s->sref[sid].aux;
+        s->free_sid = s->sref[sid].next_free;
     b->user = user;
-    b->next = NIL;
+    b->sid = sid;
     s->sref[sid].b = b;
-    s->sref[sid].aux = 0;
     s->nopen++;
-    return sid;
+    return b;
 }
 
-static void sess_release(engage_sessionizer_t *s, uint32_t sid) {
-    sref_t *r = &s->sref[sid];
-    blk_put(s, r->b, r->aux);
+/* Frees the session of block b (already unlinked from its user's list). */
+static void sess_release(engage_sessionizer_t *s, sblock_t *b) {
+    sref_t *r = &s->sref[b->sid];
     r->b = NULL;
     r->gen++;
-    r->aux = s->free_sid;
-    s->free_sid = sid;
+    r->next_free = s->free_sid;
+    s->free_sid = b->sid;
+    blk_put(s, b);
     s->nopen--;
 }
 
@@ -385,12 +414,11 @@ static int users_reserve(engage_sessionizer_t *s, uint32_t user) {
     size_t ncap = s->ucap ? s->ucap : 1024;
     while (ncap < need)
         ncap *= 2;
-    uint32_t *h = realloc(s->uhead, ncap * sizeof(*h));
+    sref_tag_t *h = realloc(s->uhead, ncap * sizeof(*h));
     if (!h)
         return -1;
     s->uhead = h;
-    for (size_t i = s->ucap; i < ncap; i++)
-        h[i] = NIL;
+    memset(h + s->ucap, 0, (ncap - s->ucap) * sizeof(*h));
     uint8_t *f = realloc(s->udirty, ncap);
     if (!f)
         return -1;
@@ -459,70 +487,65 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
     /* One pass: duplicate check against every open session of the user,
      * and the run of sessions within gap of ts (contiguous, since the list
      * is sorted and the sessions are disjoint). */
-    uint32_t first = NIL, nmatch = 0;
+    sblock_t *t = NULL;
+    uint32_t nmatch = 0;
     uint64_t nhash = 1;
-    for (uint32_t sid = s->uhead[user]; sid != NIL;) {
-        const sref_t *r = &s->sref[sid];
-        const sblock_t *b = r->b;
-        if (set_contains(b, r->aux, event_hash))
+    for (sref_tag_t r = s->uhead[user]; r;) {
+        sblock_t *b = tag_blk(r);
+        if (set_contains(b, tag_cls(r), event_hash))
             return 0;
         if (sat_sub(b->start, s->gap) <= ts_ms && ts_ms <= sat_add(b->last, s->gap)) {
-            if (first == NIL)
-                first = sid;
+            if (!t)
+                t = b;
             nmatch++;
             nhash += b->nset;
         }
-        sid = b->next;
+        r = b->next;
     }
 
-    if (first == NIL) {
-        uint32_t sid = sess_alloc(s, user);
-        if (sid == NIL)
+    if (!t) {
+        sblock_t *b = sess_alloc(s, user, 1);
+        if (!b)
             return -1;
-        sblock_t *b = s->sref[sid].b;
         b->start = b->last = ts_ms;
         b->actions = 1;
-        set_insert(b, 0, event_hash);
+        set_insert(b, event_hash);
         /* link in start order: after the last session starting before ts */
-        uint32_t p = NIL;
-        for (uint32_t c = s->uhead[user]; c != NIL && s->sref[c].b->start < ts_ms;
-             c = s->sref[c].b->next)
-            p = c;
-        if (p == NIL) {
-            b->next = s->uhead[user];
-            s->uhead[user] = sid;
-        } else {
-            b->next = s->sref[p].b->next;
-            s->sref[p].b->next = sid;
-        }
-        push_entries(s, sid);
+        sref_tag_t *link = &s->uhead[user];
+        while (*link && tag_blk(*link)->start < ts_ms)
+            link = &tag_blk(*link)->next;
+        b->next = *link;
+        *link = blk_tag(b);
+        push_entries(s, b);
         mark_dirty(s, user);
         return 1;
     }
 
-    if (set_reserve(s, first, nhash))
+    sblock_t *nt = set_reserve(s, t->sid, nhash);
+    if (!nt)
         return -1;
-    sblock_t *t = s->sref[first].b;
-    uint32_t tcls = s->sref[first].aux;
+    if (nt != t) {
+        relink(s, user, t, nt);
+        t = nt;
+    }
     /* Merge the following matched sessions into the first one. The first
      * has the lowest start, so its heap entries stay valid unless ts moves
      * the start back. */
     for (uint32_t k = 1; k < nmatch; k++) {
-        uint32_t oid = t->next;
-        const sblock_t *o = s->sref[oid].b;
-        uint32_t ocap = cls_cap(s->sref[oid].aux);
+        sblock_t *o = tag_blk(t->next);
+        uint32_t ocap = cls_cap(o->cls);
         for (uint32_t i = 0; i < ocap; i++)
             if (o->slots[i])
-                set_insert(t, tcls, o->slots[i]);
+                set_insert(t, o->slots[i]);
         t->has_zero |= o->has_zero;
         uint64_t a = (uint64_t)t->actions + o->actions;
         t->actions = a > UINT32_MAX ? UINT32_MAX : (uint32_t)a;
         if (o->last > t->last)
             t->last = o->last;
         t->next = o->next;
-        sess_release(s, oid);
+        sess_release(s, o);
     }
-    set_insert(t, tcls, event_hash);
+    set_insert(t, event_hash);
     if (t->actions < UINT32_MAX)
         t->actions++;
     if (ts_ms > t->last)
@@ -530,8 +553,8 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
     int stale = nmatch > 1;
     if (ts_ms < t->start) {
         t->start = ts_ms;
-        s->sref[first].gen++;
-        push_entries(s, first);
+        s->sref[t->sid].gen++;
+        push_entries(s, t);
         stale = 1;
     }
     if (stale)
@@ -551,7 +574,7 @@ static size_t close_due(engage_sessionizer_t *s, int64_t watermark, int all,
         close_pop(s);
         if (!ent_valid(s, e.sid, e.gen))
             continue;
-        const sblock_t *b = s->sref[e.sid].b;
+        sblock_t *b = s->sref[e.sid].b;
         int64_t due = sat_add(b->last, s->gap);
         if (due != e.due) {
             /* extended since the push: re-key (room exists: just popped) */
@@ -562,11 +585,11 @@ static size_t close_due(engage_sessionizer_t *s, int64_t watermark, int all,
         if (cb)
             cb(opaque, b->user, b->start, b->last, b->actions);
         uint32_t user = b->user;
-        uint32_t *link = &s->uhead[user];
-        while (*link != e.sid)
-            link = &s->sref[*link].b->next;
+        sref_tag_t *link = &s->uhead[user];
+        while (tag_blk(*link) != b)
+            link = &tag_blk(*link)->next;
         *link = b->next;
-        sess_release(s, e.sid);
+        sess_release(s, b);
         mark_dirty(s, user);
         n++;
     }
@@ -618,12 +641,12 @@ size_t engage_sessionizer_take_dirty(engage_sessionizer_t *s, const uint32_t **u
  */
 int engage_sessionizer_serialize_user(const engage_sessionizer_t *s, uint32_t user,
                                       engage_buf_t *out) {
-    if (user >= s->ucap || s->uhead[user] == NIL)
+    if (user >= s->ucap || !s->uhead[user])
         return 0;
     size_t need = SER_HDR;
     uint32_t nsess = 0;
-    for (uint32_t sid = s->uhead[user]; sid != NIL; sid = s->sref[sid].b->next) {
-        const sblock_t *b = s->sref[sid].b;
+    for (sref_tag_t r = s->uhead[user]; r; r = tag_blk(r)->next) {
+        const sblock_t *b = tag_blk(r);
         need += SER_SESS + 8 * ((size_t)b->nset + b->has_zero);
         nsess++;
     }
@@ -632,9 +655,9 @@ int engage_sessionizer_serialize_user(const engage_sessionizer_t *s, uint32_t us
     const char hdr[4] = {SER_MAGIC0, SER_MAGIC1, SER_MAGIC2, SER_VERSION};
     engage_buf_append(out, hdr, 4);
     engage_buf_put_u32(out, nsess);
-    for (uint32_t sid = s->uhead[user]; sid != NIL; sid = s->sref[sid].b->next) {
-        const sblock_t *b = s->sref[sid].b;
-        uint32_t cap = cls_cap(s->sref[sid].aux);
+    for (sref_tag_t r = s->uhead[user]; r; r = tag_blk(r)->next) {
+        const sblock_t *b = tag_blk(r);
+        uint32_t cap = cls_cap(b->cls);
         engage_buf_put_u64(out, (uint64_t)b->start);
         engage_buf_put_u64(out, (uint64_t)b->last);
         engage_buf_put_u32(out, b->actions);
@@ -692,52 +715,45 @@ engage_err_t engage_sessionizer_load_user(engage_sessionizer_t *s, uint32_t user
         return engage_seterr(ENGAGE_ERR_CORRUPT, errstr, errstr_size,
                              "session state: %zu trailing bytes", len - off);
 
-    /* Pass 2: build detached sessions; on failure give them back. */
+    /* Pass 2: build a detached list (blocks sized up front, so they never
+     * move once linked); on failure give it back. */
     if (users_reserve(s, user) || heaps_reserve(s, nsess))
         return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
-    uint32_t head = NIL, tail = NIL;
+    sref_tag_t head = 0;
+    sref_tag_t *tail = &head;
     engage_err_t err = ENGAGE_ERR_OK;
     off = SER_HDR;
     for (uint32_t k = 0; k < nsess && !err; k++) {
         uint32_t nh = engage_get_u32(p + off + 20);
-        uint32_t sid = sess_alloc(s, user);
-        if (sid == NIL) {
+        sblock_t *b = sess_alloc(s, user, nh);
+        if (!b) {
             err = ENGAGE_ERR_NOMEM;
             break;
         }
-        if (tail == NIL)
-            head = sid;
-        else
-            s->sref[tail].b->next = sid;
-        tail = sid;
-        if (set_reserve(s, sid, nh)) {
-            err = ENGAGE_ERR_NOMEM;
-            break;
-        }
-        sblock_t *b = s->sref[sid].b;
-        uint32_t cls = s->sref[sid].aux;
+        *tail = blk_tag(b);
+        tail = &b->next;
         b->start = (int64_t)engage_get_u64(p + off);
         b->last = (int64_t)engage_get_u64(p + off + 8);
         b->actions = engage_get_u32(p + off + 16);
         off += SER_SESS;
         for (uint32_t i = 0; i < nh; i++, off += 8) {
             uint64_t h = engage_get_u64(p + off);
-            for (uint32_t c = head; c != NIL; c = s->sref[c].b->next) {
-                if (set_contains(s->sref[c].b, s->sref[c].aux, h)) {
+            for (sref_tag_t r = head; r; r = tag_blk(r)->next) {
+                if (set_contains(tag_blk(r), tag_cls(r), h)) {
                     err = ENGAGE_ERR_CORRUPT;
                     break;
                 }
             }
             if (err)
                 break;
-            set_insert(b, cls, h);
+            set_insert(b, h);
         }
     }
     if (err) {
-        while (head != NIL) {
-            uint32_t n = s->sref[head].b->next;
-            sess_release(s, head);
-            head = n;
+        while (head) {
+            sblock_t *b = tag_blk(head);
+            head = b->next;
+            sess_release(s, b);
         }
         if (err == ENGAGE_ERR_CORRUPT)
             return engage_seterr(err, errstr, errstr_size,
@@ -746,15 +762,15 @@ engage_err_t engage_sessionizer_load_user(engage_sessionizer_t *s, uint32_t user
     }
 
     /* Commit: replace the user's sessions. */
-    uint32_t old = s->uhead[user];
-    while (old != NIL) {
-        uint32_t n = s->sref[old].b->next;
-        sess_release(s, old);
-        old = n;
+    sref_tag_t old = s->uhead[user];
+    while (old) {
+        sblock_t *b = tag_blk(old);
+        old = b->next;
+        sess_release(s, b);
     }
     s->uhead[user] = head;
-    for (uint32_t c = head; c != NIL; c = s->sref[c].b->next)
-        push_entries(s, c);
+    for (sref_tag_t r = head; r; r = tag_blk(r)->next)
+        push_entries(s, tag_blk(r));
     start_clean(s);
     return ENGAGE_ERR_OK;
 }

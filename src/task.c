@@ -465,6 +465,18 @@ engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_s
             return engage_seterr(e, errstr, errstr_size, "day serialization failed");
         engage_state_put(t->st, t->key.p, t->key.len, t->buf.p, t->buf.len);
     }
+    /* days that left the 30-day window of every day still to be emitted
+     * are dropped from memory below; delete them on disk in the same batch
+     * so the store (and the work of the next open) stays bounded */
+    int32_t cutoff = t->emitted_through == INT32_MIN ? INT32_MIN
+                                                     : t->emitted_through - DAYS_IN_MEMORY;
+    int32_t lo, hi;
+    if (cutoff != INT32_MIN && engage_daystore_range(t->days, &lo, &hi)) {
+        for (int32_t d = lo; d < cutoff && d <= hi; d++) {
+            key_u32(&t->key, 'b', day_key(d));
+            engage_state_delete(t->st, t->key.p, t->key.len);
+        }
+    }
     /* meta, with the next offset: lands in the same batch */
     engage_buf_reset(&t->buf);
     engage_buf_put_u32(&t->buf, META_VERSION);
@@ -480,8 +492,8 @@ engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_s
         return err;
     t->dict_persisted = n;
     t->meta_dirty = 0;
-    if (t->emitted_through != INT32_MIN)
-        engage_daystore_drop_before(t->days, t->emitted_through - DAYS_IN_MEMORY);
+    if (cutoff != INT32_MIN)
+        engage_daystore_drop_before(t->days, cutoff);
     return ENGAGE_ERR_OK;
 }
 

@@ -603,6 +603,25 @@ static void test_duplicates(void **state) {
     assert_partial(&f->cap.p[0], D0, 2, 2, 2, 2, 2, MIN_MS, 3);
 }
 
+typedef struct day_keys {
+    int32_t *days;
+    size_t *n;
+} day_keys_t;
+
+/* state iterator: collects the day numbers of "b" keys (5 bytes, big-endian
+ * day with the sign bit flipped) */
+static int collect_day_keys(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
+    day_keys_t *dk = opaque;
+    const unsigned char *p = k;
+    (void)v;
+    (void)vl;
+    assert_int_equal(kl, 5);
+    assert_true(*dk->n < 8);
+    uint32_t u = ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
+    dk->days[(*dk->n)++] = (int32_t)(u ^ 0x80000000u);
+    return 0;
+}
+
 /* Multi-day scenario, worked out by hand:
  *   day 0: u1, u2   day 1: u1 (two events 10 min apart)   day 3: u3
  *   day 6: u4       day 31: u5
@@ -669,6 +688,25 @@ static void test_partials_by_hand(void **state) {
     engage_task_get_stats(f->t, &st);
     assert_int_equal(st.partials_emitted, 61);
     assert_int_equal(st.sessions_closed, 6);
+
+    /* persisted state keeps only days a later partial could still need:
+     * after day 60 went out, days 0..6 are gone and day 31 stays */
+    task_restart(f);
+    engage_task_close(f->t);
+    f->t = NULL;
+    char err[512] = "";
+    engage_state_t *s = engage_state_open(f->path, err, sizeof(err));
+    assert_non_null(s);
+    int32_t days[8];
+    size_t nd = 0;
+    assert_int_equal(engage_state_iterate(s, "b", 1, collect_day_keys, &(day_keys_t){days, &nd},
+                                          err, sizeof(err)),
+                     ENGAGE_ERR_OK);
+    engage_state_close(s);
+    assert_int_equal(nd, 1);
+    assert_int_equal(days[0], D0 + 31);
+    task_open(f);
+    assert_int_equal(engage_task_finished(f->t), 1);
 }
 
 static void test_finish(void **state) {
