@@ -8,7 +8,6 @@
 #include "aggregator.h"
 
 #include <stdio.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

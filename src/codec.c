@@ -445,7 +445,17 @@ static void put_be32(unsigned char *p, int32_t v) {
     p[3] = (unsigned char)u;
 }
 
+/* "builtin" names the compiled-in schemas/user_action.avsc, so a packaged
+ * binary runs with its defaults from any working directory. */
 static char *read_file(const char *path, size_t *len, char *errstr, size_t errstr_size) {
+    if (strcmp(path, "builtin") == 0) {
+        char *b = strdup(ENGAGE_SCHEMA_USER_ACTION);
+        if (!b)
+            engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        else
+            *len = strlen(b);
+        return b;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         engage_seterr(ENGAGE_ERR_CONFIG, errstr, errstr_size, "cannot open schema %s: %s", path,

@@ -80,13 +80,15 @@ static const prop_t props[] = {
      "Framing of input values: Confluent wire format (magic byte, schema id) or "
      "plain Avro binary.",
      OFF(input_format)},
-    {"input.schemas", PT_STRING, "1=schemas/user_action.avsc", 0, 0, NULL,
+    {"input.schemas", PT_STRING, "1=builtin", 0, 0, NULL,
      check_schema_map,
-     "Writer schemas by Confluent schema id: `ID=path[,ID=path...]`. Each must be "
+     "Writer schemas by Confluent schema id: `ID=path[,ID=path...]`; the path "
+     "`builtin` is the compiled-in schemas/user_action.avsc. Each must be "
      "resolvable to the built-in UserAction reader schema.",
      OFF(input_schemas)},
-    {"input.plain.schema", PT_STRING, "schemas/user_action.avsc", 0, 0, NULL, NULL,
-     "Writer schema of plain Avro input (input.format=plain).", OFF(input_plain_schema)},
+    {"input.plain.schema", PT_STRING, "builtin", 0, 0, NULL, NULL,
+     "Writer schema of plain Avro input (input.format=plain); `builtin` is the "
+     "compiled-in schemas/user_action.avsc.", OFF(input_plain_schema)},
     /* output encoding */
     {"output.format", PT_ENUM, "confluent", 0, 0, "confluent|plain", NULL,
      "Framing of output values (sessions, daily metrics, partials).", OFF(output_format)},
@@ -124,7 +126,13 @@ static const prop_t props[] = {
      "Directory of the local state stores (one RocksDB per input partition).",
      OFF(state_dir)},
     {"batch.size", PT_INT, "10000", 1, 10000000, NULL, NULL,
-     "Most input records processed per transaction.", OFF(batch_size)},
+     "Most input records taken from the consumer in one poll.", OFF(batch_size)},
+    {"checkpoint.records", PT_INT, "100000", 1, 100000000, NULL, NULL,
+     "Input records between checkpoints (wait for output delivery, write state "
+     "and offsets). A checkpoint also happens whenever the consumer is caught up. "
+     "Larger means fewer waits for the broker and more re-processing after a "
+     "crash.",
+     OFF(checkpoint_records)},
     {"batch.timeout.ms", PT_INT, "100", 1, 600000, NULL, NULL,
      "Longest wait for a batch to fill before it is processed.", OFF(batch_timeout_ms)},
     {"run.until_end", PT_BOOL, "false", 0, 0, NULL, NULL,

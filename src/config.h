@@ -51,6 +51,7 @@ typedef struct engage_conf {
     char *state_dir;          /* state.dir, default "./engage-state" */
     int64_t batch_size;       /* batch.size, default 10000 */
     int64_t batch_timeout_ms; /* batch.timeout.ms, default 100 */
+    int64_t checkpoint_records; /* checkpoint.records, default 100000 */
     int until_end;            /* run.until_end (bool), default 0; --until-end */
     char *log_level;          /* log.level: debug|info|warn|error, default info */
 

@@ -705,6 +705,7 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
              p->nparts, conf->group_id, conf->state_dir,
              conf->until_end ? ", until end" : "");
     int done = 0;
+    int64_t since_checkpoint = 0;
     while (!*stop && !p->fatal && !done) {
         ssize_t n = rd_kafka_consume_batch_queue(p->cq, (int)conf->batch_timeout_ms, msgs, batch);
         if (n < 0) {
@@ -730,10 +731,19 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
         }
         if (p->fatal)
             break;
+        since_checkpoint += n;
         if (conf->until_end)
             done = bounded_progress(p);
-        if (p->fatal || checkpoint(p, -1, 0))
+        if (p->fatal)
             break;
+        /* Checkpoints wait for the broker, so take them every
+         * checkpoint.records records, and whenever the consumer is caught up
+         * (a short batch) or the run is done. */
+        if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || done) {
+            if (checkpoint(p, -1, 0))
+                break;
+            since_checkpoint = 0;
+        }
         rd_kafka_poll(p->producer, 0);
     }
     if (!p->fatal)

@@ -221,11 +221,10 @@ static void blk_put(engage_sessionizer_t *s, sblock_t *b) {
     s->free_blk[b->cls] = b;
 }
 
-/* Makes room for n non-zero hashes in session sid (load <= 1/2). The block
+/* Makes room for n non-zero hashes in block ob (load <= 1/2). The block
  * may move: sref is updated, the caller fixes the list link (relink).
  * Returns the (new) block or NULL on OOM (session unchanged). */
-static sblock_t *set_reserve(engage_sessionizer_t *s, uint32_t sid, uint64_t n) {
-    sblock_t *ob = s->sref[sid].b;
+static sblock_t *set_reserve(engage_sessionizer_t *s, sblock_t *ob, uint64_t n) {
     uint32_t cls = ob->cls;
     if (n * 2 <= cls_cap(cls))
         return ob;
@@ -244,7 +243,7 @@ static sblock_t *set_reserve(engage_sessionizer_t *s, uint32_t sid, uint64_t n) 
         if (ob->slots[i])
             set_put_raw(nb->slots, nmask, ob->slots[i]);
     blk_put(s, ob);
-    s->sref[sid].b = nb;
+    s->sref[nb->sid].b = nb;
     return nb;
 }
 
@@ -521,7 +520,7 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
         return 1;
     }
 
-    sblock_t *nt = set_reserve(s, t->sid, nhash);
+    sblock_t *nt = set_reserve(s, t, nhash);
     if (!nt)
         return -1;
     if (nt != t) {

@@ -75,8 +75,8 @@ static void test_defaults(void **s) {
     assert_string_equal(c->topic_partials, "engage-day-partials");
     assert_int_equal(c->topics_create, 1);
     assert_string_equal(c->input_format, "confluent");
-    assert_string_equal(c->input_schemas, "1=schemas/user_action.avsc");
-    assert_string_equal(c->input_plain_schema, "schemas/user_action.avsc");
+    assert_string_equal(c->input_schemas, "1=builtin");
+    assert_string_equal(c->input_plain_schema, "builtin");
     assert_string_equal(c->output_format, "confluent");
     assert_int_equal(c->output_schema_id_session, 101);
     assert_int_equal(c->output_schema_id_daily, 102);
@@ -89,6 +89,7 @@ static void test_defaults(void **s) {
     assert_string_equal(c->state_dir, "./engage-state");
     assert_int_equal(c->batch_size, 10000);
     assert_int_equal(c->batch_timeout_ms, 100);
+    assert_int_equal(c->checkpoint_records, 100000);
     assert_int_equal(c->until_end, 0);
     assert_string_equal(c->log_level, "info");
     assert_int_equal(c->kafka_cnt, 0);
