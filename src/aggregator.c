@@ -408,6 +408,33 @@ engage_err_t engage_aggregator_add(engage_aggregator_t *a, const engage_partial_
 
 engage_err_t engage_aggregator_persist(engage_aggregator_t *a, char *errstr,
                                        size_t errstr_size) {
+    engage_err_t err = engage_aggregator_stage(a, errstr, errstr_size);
+    return err ? err : engage_aggregator_commit_staged(a, errstr, errstr_size);
+}
+
+engage_state_t *engage_aggregator_store(engage_aggregator_t *a) { return a->st; }
+
+int engage_aggregator_dirty(const engage_aggregator_t *a) {
+    if (a->dirty || a->ndeleted)
+        return 1;
+    for (size_t i = 0; i < a->ndays; i++)
+        if (a->days[i].dirty)
+            return 1;
+    return 0;
+}
+
+engage_err_t engage_aggregator_commit_staged(engage_aggregator_t *a, char *errstr,
+                                             size_t errstr_size) {
+    engage_err_t err = engage_state_commit(a->st, errstr, errstr_size);
+    if (!err)
+        a->dirty = 0;
+    return err;
+}
+
+engage_err_t engage_aggregator_stage(engage_aggregator_t *a, char *errstr,
+                                     size_t errstr_size) {
+    (void)errstr;
+    (void)errstr_size;
     unsigned char k[9];
     for (size_t i = 0; i < a->ndeleted; i++) {
         k[0] = 'd';
@@ -456,8 +483,5 @@ engage_err_t engage_aggregator_persist(engage_aggregator_t *a, char *errstr,
     engage_buf_put_u32(&a->buf, (uint32_t)a->max_event_day);
     engage_buf_put_u64(&a->buf, XXH64(a->buf.p, a->buf.len, 0));
     engage_state_put(a->st, "m", 1, a->buf.p, a->buf.len);
-    engage_err_t err = engage_state_commit(a->st, errstr, errstr_size);
-    if (!err)
-        a->dirty = 0;
-    return err;
+    return ENGAGE_ERR_OK;
 }

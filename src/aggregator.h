@@ -59,4 +59,18 @@ int32_t engage_aggregator_emitted_through(const engage_aggregator_t *a);
 engage_err_t engage_aggregator_persist(engage_aggregator_t *a, char *errstr,
                                        size_t errstr_size);
 
+/** Two-step persist for exactly-once (see engage_task_stage): stage() puts
+ *  the changes and next offset into the store's pending batch;
+ *  commit_staged() writes it after the Kafka transaction committed. */
+engage_err_t engage_aggregator_stage(engage_aggregator_t *a, char *errstr,
+                                     size_t errstr_size);
+engage_err_t engage_aggregator_commit_staged(engage_aggregator_t *a, char *errstr,
+                                             size_t errstr_size);
+
+/** Returns 1 if there are changes not yet persisted. */
+int engage_aggregator_dirty(const engage_aggregator_t *a);
+
+/** Returns the aggregator's store (owned by it), e.g. to set a mirror. */
+struct engage_state *engage_aggregator_store(engage_aggregator_t *a);
+
 #endif

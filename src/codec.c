@@ -1485,7 +1485,7 @@ out:
 
 /* ---- encoder --------------------------------------------------------------- */
 
-enum { K_SESSION, K_DAILY, K_PARTIAL, K__COUNT };
+enum { K_SESSION, K_DAILY, K_PARTIAL, K_SESSION_METRICS, K__COUNT };
 
 /* Field names per output kind, in the order the encode functions fill them. */
 static const char *const session_fields[] = {"session_id", "user_id", "start_ms", "end_ms",
@@ -1518,7 +1518,27 @@ static const char *const partial_fields[] = {
     "mau",           "sessions",        "session_users",   "sum_duration_ms", "sum_actions",
     "max_event_day", "is_end",          NULL};
 
+static const char *const session_metrics_fields[] = {"date",
+                                                     "sessions",
+                                                     "duration_q1",
+                                                     "duration_q3",
+                                                     "actions_q1",
+                                                     "actions_q3",
+                                                     "duration_lower_fence",
+                                                     "duration_upper_fence",
+                                                     "actions_lower_fence",
+                                                     "actions_upper_fence",
+                                                     "valid_sessions",
+                                                     "valid_users",
+                                                     "valid_avg_duration_ms",
+                                                     "valid_actions_per_session",
+                                                     "duration_outliers",
+                                                     "actions_outliers",
+                                                     "iqr_multiplier",
+                                                     NULL};
+
 #define MAX_OUT_FIELDS 24
+#define DEFAULT_SESSION_METRICS_SCHEMA_ID 104
 
 typedef struct out_kind {
     int32_t id;
@@ -1615,7 +1635,11 @@ engage_encoder_t *engage_encoder_new(int confluent, int32_t session_schema_id,
                   daily_schema_id, errstr, errstr_size) ||
         kind_init(&enc->k[K_PARTIAL], ENGAGE_SCHEMA_DAY_PARTIAL,
                   sizeof(ENGAGE_SCHEMA_DAY_PARTIAL) - 1, "day_partial", partial_fields,
-                  partial_schema_id, errstr, errstr_size))
+                  partial_schema_id, errstr, errstr_size) ||
+        kind_init(&enc->k[K_SESSION_METRICS], ENGAGE_SCHEMA_SESSION_METRICS,
+                  sizeof(ENGAGE_SCHEMA_SESSION_METRICS) - 1, "session_metrics",
+                  session_metrics_fields, DEFAULT_SESSION_METRICS_SCHEMA_ID, errstr,
+                  errstr_size))
         goto fail;
     if (!(enc->writer = avro_writer_memory(NULL, 0)) ||
         !(enc->reader = avro_reader_memory(NULL, 0))) {
@@ -1800,6 +1824,176 @@ engage_err_t engage_decode_partial(engage_encoder_t *enc, const void *buf, size_
     return ENGAGE_ERR_OK;
 }
 
+/* ---- SessionMetrics, and reading Session / DailyMetrics back --------------- */
+
+engage_err_t engage_encoder_set_schema_id(engage_encoder_t *enc, engage_kind_t kind,
+                                          int32_t id) {
+    int ki = kind == ENGAGE_KIND_SESSION           ? K_SESSION
+             : kind == ENGAGE_KIND_DAILY           ? K_DAILY
+             : kind == ENGAGE_KIND_PARTIAL         ? K_PARTIAL
+             : kind == ENGAGE_KIND_SESSION_METRICS ? K_SESSION_METRICS
+                                                   : -1;
+    if (!enc || ki < 0 || id < 0)
+        return ENGAGE_ERR_INVALID_ARG;
+    enc->k[ki].id = id;
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_encode_session_metrics(engage_encoder_t *enc,
+                                           const engage_session_metrics_rec_t *r,
+                                           const void **buf, size_t *len) {
+    out_kind_t *k = &enc->k[K_SESSION_METRICS];
+    char date[16];
+    int h = r->has_quartiles != 0;
+    engage_day_format(r->day, date, sizeof(date));
+    if (kset_str(k, 0, date, strlen(date)) || kset_long(k, 1, r->sessions) ||
+        kset_opt_double(k, 2, h, r->duration_q1) || kset_opt_double(k, 3, h, r->duration_q3) ||
+        kset_opt_double(k, 4, h, r->actions_q1) || kset_opt_double(k, 5, h, r->actions_q3) ||
+        kset_opt_double(k, 6, h, r->duration_lower_fence) ||
+        kset_opt_double(k, 7, h, r->duration_upper_fence) ||
+        kset_opt_double(k, 8, h, r->actions_lower_fence) ||
+        kset_opt_double(k, 9, h, r->actions_upper_fence) ||
+        kset_long(k, 10, r->valid_sessions) || kset_long(k, 11, r->valid_users) ||
+        kset_double(k, 12, r->valid_avg_duration_ms) ||
+        kset_double(k, 13, r->valid_actions_per_session) ||
+        kset_long(k, 14, r->duration_outliers) || kset_long(k, 15, r->actions_outliers) ||
+        kset_double(k, 16, r->iqr_multiplier))
+        return ENGAGE_ERR_BAD_AVRO;
+    return finish(enc, k, buf, len);
+}
+
+static int kget_long(out_kind_t *k, size_t j, int64_t *v) {
+    avro_value_t f;
+    return kfield(k, j, &f) || avro_value_get_long(&f, v);
+}
+
+static int kget_int(out_kind_t *k, size_t j, int32_t *v) {
+    avro_value_t f;
+    return kfield(k, j, &f) || avro_value_get_int(&f, v);
+}
+
+static int kget_double(out_kind_t *k, size_t j, double *v) {
+    avro_value_t f;
+    return kfield(k, j, &f) || avro_value_get_double(&f, v);
+}
+
+/* *s points into the value (NUL-terminated by avro-c), *n excludes the NUL. */
+static int kget_str(out_kind_t *k, size_t j, const char **s, size_t *n) {
+    avro_value_t f;
+    size_t sz = 0;
+    if (kfield(k, j, &f) || avro_value_get_string(&f, s, &sz) || !*s || sz == 0)
+        return -1;
+    *n = sz - 1;
+    return 0;
+}
+
+static int kget_date(out_kind_t *k, size_t j, int32_t *day) {
+    const char *s;
+    size_t n;
+    return kget_str(k, j, &s, &n) || strlen(s) != n || engage_day_parse(s, day);
+}
+
+/* Nullable: *has = 0 for null (then *v = 0). */
+static int kget_opt(out_kind_t *k, size_t j, int *has, double *d, int64_t *l) {
+    avro_value_t f, br;
+    if (kfield(k, j, &f) || avro_value_get_current_branch(&f, &br))
+        return -1;
+    if (d)
+        *d = 0;
+    if (l)
+        *l = 0;
+    if (avro_value_get_type(&br) == AVRO_NULL) {
+        *has = 0;
+        return 0;
+    }
+    *has = 1;
+    return d ? avro_value_get_double(&br, d) : avro_value_get_long(&br, l);
+}
+
+engage_err_t engage_decode_session(engage_encoder_t *enc, const void *buf, size_t len,
+                                   engage_session_rec_t *out) {
+    out_kind_t *k = &enc->k[K_SESSION];
+    memset(out, 0, sizeof(*out));
+    engage_err_t err = kind_read(enc, k, buf, len, NULL, 0);
+    if (err)
+        return err;
+    size_t idlen;
+    if (kget_str(k, 0, &out->session_id, &idlen) ||
+        kget_str(k, 1, &out->user_id, &out->user_id_len) || kget_long(k, 2, &out->start_ms) ||
+        kget_long(k, 3, &out->end_ms) || kget_long(k, 4, &out->duration_ms) ||
+        kget_int(k, 5, &out->actions) || kget_date(k, 6, &out->day)) {
+        memset(out, 0, sizeof(*out));
+        return ENGAGE_ERR_BAD_AVRO;
+    }
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_decode_daily(engage_encoder_t *enc, const void *buf, size_t len,
+                                 engage_daily_rec_t *out) {
+    out_kind_t *k = &enc->k[K_DAILY];
+    memset(out, 0, sizeof(*out));
+    engage_err_t err = kind_read(enc, k, buf, len, NULL, 0);
+    if (err)
+        return err;
+    double *dbl[] = {&out->duration_q1,          &out->duration_q3,
+                     &out->actions_q1,           &out->actions_q3,
+                     &out->duration_lower_fence, &out->duration_upper_fence,
+                     &out->actions_lower_fence,  &out->actions_upper_fence};
+    int has[14], all = 1;
+    int bad = kget_date(k, 0, &out->day) || kget_long(k, 1, &out->dau) ||
+              kget_long(k, 2, &out->wau) || kget_long(k, 3, &out->mau) ||
+              kget_long(k, 4, &out->sessions) || kget_long(k, 5, &out->session_users) ||
+              kget_double(k, 6, &out->avg_duration_ms) ||
+              kget_double(k, 7, &out->actions_per_session);
+    for (size_t j = 0; !bad && j < 8; j++)
+        bad = kget_opt(k, 8 + j, &has[j], dbl[j], NULL);
+    bad = bad || kget_opt(k, 16, &has[8], NULL, &out->valid_sessions) ||
+          kget_opt(k, 17, &has[9], NULL, &out->valid_users) ||
+          kget_opt(k, 18, &has[10], &out->valid_avg_duration_ms, NULL) ||
+          kget_opt(k, 19, &has[11], &out->valid_actions_per_session, NULL) ||
+          kget_opt(k, 20, &has[12], NULL, &out->duration_outliers) ||
+          kget_opt(k, 21, &has[13], NULL, &out->actions_outliers);
+    if (bad) {
+        memset(out, 0, sizeof(*out));
+        return ENGAGE_ERR_BAD_AVRO;
+    }
+    for (int j = 0; j < 14; j++)
+        all &= has[j];
+    out->has_iqr = all; /* the processor writes all of them or none */
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_decode_session_metrics(engage_encoder_t *enc, const void *buf, size_t len,
+                                           engage_session_metrics_rec_t *out) {
+    out_kind_t *k = &enc->k[K_SESSION_METRICS];
+    memset(out, 0, sizeof(*out));
+    engage_err_t err = kind_read(enc, k, buf, len, NULL, 0);
+    if (err)
+        return err;
+    double *dbl[] = {&out->duration_q1,          &out->duration_q3,
+                     &out->actions_q1,           &out->actions_q3,
+                     &out->duration_lower_fence, &out->duration_upper_fence,
+                     &out->actions_lower_fence,  &out->actions_upper_fence};
+    int has[8], all = 1;
+    int bad = kget_date(k, 0, &out->day) || kget_long(k, 1, &out->sessions);
+    for (size_t j = 0; !bad && j < 8; j++) {
+        bad = kget_opt(k, 2 + j, &has[j], dbl[j], NULL);
+        all &= !bad && has[j];
+    }
+    bad = bad || kget_long(k, 10, &out->valid_sessions) ||
+          kget_long(k, 11, &out->valid_users) ||
+          kget_double(k, 12, &out->valid_avg_duration_ms) ||
+          kget_double(k, 13, &out->valid_actions_per_session) ||
+          kget_long(k, 14, &out->duration_outliers) ||
+          kget_long(k, 15, &out->actions_outliers) || kget_double(k, 16, &out->iqr_multiplier);
+    if (bad) {
+        memset(out, 0, sizeof(*out));
+        return ENGAGE_ERR_BAD_AVRO;
+    }
+    out->has_quartiles = all;
+    return ENGAGE_ERR_OK;
+}
+
 /* ---- JSON rendering entry point ------------------------------------------ */
 
 /* The reader's view of a decoded UserAction, in reader field order; fields
@@ -1849,7 +2043,8 @@ engage_err_t engage_codec_to_json(engage_decoder_t *dec, engage_encoder_t *enc,
     int ki = kind == ENGAGE_KIND_SESSION ? K_SESSION
              : kind == ENGAGE_KIND_DAILY ? K_DAILY
              : kind == ENGAGE_KIND_PARTIAL ? K_PARTIAL
-                                           : -1;
+             : kind == ENGAGE_KIND_SESSION_METRICS ? K_SESSION_METRICS
+                                                   : -1;
     if (ki < 0 || !enc)
         return engage_seterr(ENGAGE_ERR_INVALID_ARG, errstr, errstr_size,
                              ki < 0 ? "unknown record kind" : "output kinds need an encoder");

@@ -8,8 +8,10 @@
  * from schemas/user_action.avsc, so records written with a compatible evolved
  * schema (a field added with a default, an optional field removed) decode.
  *
- * Output: Session, DailyMetrics and DayPartial records (schemas/<name>.avsc,
- * compiled in), deterministic bytes for deterministic input.
+ * Output: Session, DailyMetrics, DayPartial and SessionMetrics records
+ * (schemas/<name>.avsc, compiled in), deterministic bytes for deterministic
+ * input. Session, DailyMetrics, DayPartial and SessionMetrics values can be
+ * decoded again (the aggregator and the compactor read them back).
  *
  * avro-c reference counting stays inside codec.c.
  */
@@ -125,10 +127,28 @@ typedef struct engage_partial_rec {
     int32_t is_end;
 } engage_partial_rec_t;
 
+/** IQR-filtered session metrics of one day (schemas/session_metrics.avsc),
+ *  written by the compactor. The eight quartile and fence fields are encoded
+ *  as null unless has_quartiles is set (it is 0 for a day without sessions). */
+typedef struct engage_session_metrics_rec {
+    int32_t day;
+    int64_t sessions;
+    int has_quartiles;
+    double duration_q1, duration_q3, actions_q1, actions_q3;
+    double duration_lower_fence, duration_upper_fence;
+    double actions_lower_fence, actions_upper_fence;
+    int64_t valid_sessions, valid_users;
+    double valid_avg_duration_ms, valid_actions_per_session;
+    int64_t duration_outliers, actions_outliers;
+    double iqr_multiplier;
+} engage_session_metrics_rec_t;
+
 typedef struct engage_encoder engage_encoder_t;
 
 /** Creates an encoder for the output records. confluent=1 prefixes each
- *  value with magic 0 and the given schema id. Returns NULL on failure
+ *  value with magic 0 and the given schema id (SessionMetrics values get
+ *  104, the default of output.schema.id.session_metrics, until
+ *  engage_encoder_set_schema_id() says otherwise). Returns NULL on failure
  *  (errstr). Free with engage_encoder_destroy(). */
 engage_encoder_t *engage_encoder_new(int confluent, int32_t session_schema_id,
                                      int32_t daily_schema_id, int32_t partial_schema_id,
@@ -144,6 +164,9 @@ engage_err_t engage_encode_daily(engage_encoder_t *enc, const engage_daily_rec_t
                                  const void **buf, size_t *len);
 engage_err_t engage_encode_partial(engage_encoder_t *enc, const engage_partial_rec_t *r,
                                    const void **buf, size_t *len);
+engage_err_t engage_encode_session_metrics(engage_encoder_t *enc,
+                                           const engage_session_metrics_rec_t *r,
+                                           const void **buf, size_t *len);
 
 /** Decodes a DayPartial value produced by engage_encode_partial (same
  *  framing setting). Returns OK, BAD_FRAMING or BAD_AVRO. */
@@ -155,8 +178,32 @@ typedef enum {
     ENGAGE_KIND_USER_ACTION,
     ENGAGE_KIND_SESSION,
     ENGAGE_KIND_DAILY,
-    ENGAGE_KIND_PARTIAL
+    ENGAGE_KIND_PARTIAL,
+    ENGAGE_KIND_SESSION_METRICS
 } engage_kind_t;
+
+/** Sets the Confluent schema id written in front of values of an output
+ *  kind (SESSION, DAILY, PARTIAL or SESSION_METRICS). Returns OK or
+ *  INVALID_ARG (another kind, or a negative id). */
+engage_err_t engage_encoder_set_schema_id(engage_encoder_t *enc, engage_kind_t kind,
+                                          int32_t id);
+
+/** Decodes a Session value (same framing setting as the encoder; the schema
+ *  id is not checked). session_id is NUL-terminated, user_id is not (use
+ *  user_id_len); both point into encoder-owned memory valid until the next
+ *  decode on enc. day is parsed from the record's date. Returns OK,
+ *  BAD_FRAMING or BAD_AVRO (also for a date that is not YYYY-MM-DD). */
+engage_err_t engage_decode_session(engage_encoder_t *enc, const void *buf, size_t len,
+                                   engage_session_rec_t *out);
+
+/** Decodes a DailyMetrics value; has_iqr is set when the IQR fields are
+ *  present (non-null). Returns OK, BAD_FRAMING or BAD_AVRO. */
+engage_err_t engage_decode_daily(engage_encoder_t *enc, const void *buf, size_t len,
+                                 engage_daily_rec_t *out);
+
+/** Decodes a SessionMetrics value. Returns OK, BAD_FRAMING or BAD_AVRO. */
+engage_err_t engage_decode_session_metrics(engage_encoder_t *enc, const void *buf, size_t len,
+                                           engage_session_metrics_rec_t *out);
 
 /** Renders a value of the given kind as a compact JSON object (Avro field
  *  names; null unions as JSON null, not wrapped). For USER_ACTION the decoder

@@ -20,11 +20,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { PT_STRING, PT_INT, PT_BOOL, PT_ENUM } prop_type_t;
+typedef enum { PT_STRING, PT_INT, PT_BOOL, PT_ENUM, PT_DOUBLE } prop_type_t;
 
 /* Extra validation for string properties beyond "non-empty"; returns 0 if ok,
  * else -1 with a message in errstr. */
@@ -34,12 +35,12 @@ typedef struct prop {
     const char *name;
     prop_type_t type;
     const char *def;   /* default, as text (parsed like user input) */
-    int64_t min, max;  /* PT_INT range (inclusive) */
+    int64_t min, max;  /* PT_INT and PT_DOUBLE range (inclusive) */
     const char *enums; /* PT_ENUM: values separated by '|' */
     prop_check_fn *check;
     const char *desc;
     size_t off; /* offset of the field: char * (STRING, ENUM), int64_t (INT),
-                   int (BOOL) */
+                   int (BOOL), double (DOUBLE) */
 } prop_t;
 
 static prop_check_fn check_topic, check_schema_map;
@@ -71,6 +72,10 @@ static const prop_t props[] = {
     {"topic.partials", PT_STRING, "engage-day-partials", 0, 0, NULL, check_topic,
      "Internal topic carrying each input partition's contribution to a day.",
      OFF(topic_partials)},
+    {"topic.session_metrics", PT_STRING, "session-metrics", 0, 0, NULL, check_topic,
+     "Output topic of `engage compact`: one SessionMetrics record (IQR-filtered session "
+     "metrics) per UTC day, keyed by date.",
+     OFF(topic_session_metrics)},
     {"topics.create", PT_BOOL, "true", 0, 0, NULL, NULL,
      "Create missing topics at start-up (output topics get the input's partition "
      "count).",
@@ -91,7 +96,8 @@ static const prop_t props[] = {
      "compiled-in schemas/user_action.avsc.", OFF(input_plain_schema)},
     /* output encoding */
     {"output.format", PT_ENUM, "confluent", 0, 0, "confluent|plain", NULL,
-     "Framing of output values (sessions, daily metrics, partials).", OFF(output_format)},
+     "Framing of output values (sessions, daily metrics, partials, session metrics).",
+     OFF(output_format)},
     {"output.schema.id.session", PT_INT, "101", 0, I32MAX, NULL, NULL,
      "Schema id written in front of Session values (confluent output).",
      OFF(output_schema_id_session)},
@@ -101,6 +107,9 @@ static const prop_t props[] = {
     {"output.schema.id.partial", PT_INT, "103", 0, I32MAX, NULL, NULL,
      "Schema id written in front of DayPartial values (confluent output).",
      OFF(output_schema_id_partial)},
+    {"output.schema.id.session_metrics", PT_INT, "104", 0, I32MAX, NULL, NULL,
+     "Schema id written in front of SessionMetrics values (confluent output).",
+     OFF(output_schema_id_session_metrics)},
     /* semantics */
     {"session.gap.ms", PT_INT, "1800000", 1, 7 * 86400000LL, NULL, NULL,
      "Inactivity that ends a session: a gap strictly longer than this starts a new "
@@ -127,6 +136,20 @@ static const prop_t props[] = {
      OFF(state_dir)},
     {"batch.size", PT_INT, "10000", 1, 10000000, NULL, NULL,
      "Most input records taken from the consumer in one poll.", OFF(batch_size)},
+    {"processing.guarantee", PT_ENUM, "exactly_once", 0, 0, "exactly_once|at_least_once",
+     NULL,
+     "exactly_once: each checkpoint is a Kafka transaction holding the batch's "
+     "outputs, its state changes (changelog topics) and its input offsets; local "
+     "RocksDB is a cache restored from the changelog when missing or stale. "
+     "at_least_once: outputs are flushed, then local state and offsets are "
+     "written; a crash may re-emit byte-identical records.",
+     OFF(processing_guarantee)},
+    {"transactional.id", PT_STRING, "", 0, -1, NULL, NULL,
+     "Transactional id of this member's producer (exactly_once). Empty: derived "
+     "from kafka.group.instance.id if set, else from group.id, the host name and "
+     "state.dir, so it is stable across restarts of one instance and distinct "
+     "between instances.",
+     OFF(transactional_id)},
     {"checkpoint.records", PT_INT, "100000", 1, 100000000, NULL, NULL,
      "Input records between checkpoints (wait for output delivery, write state "
      "and offsets). A checkpoint also happens whenever the consumer is caught up. "
@@ -141,6 +164,11 @@ static const prop_t props[] = {
      OFF(until_end)},
     {"log.level", PT_ENUM, "info", 0, 0, "debug|info|warn|error", NULL,
      "Least severe log level printed to stderr.", OFF(log_level)},
+    /* compactor */
+    {"compact.iqr.multiplier", PT_DOUBLE, "1.5", 0, 100, NULL, NULL,
+     "`engage compact`: the IQR fence multiplier k. A session is valid when its duration "
+     "and its action count both lie in [Q1 - k*IQR, Q3 + k*IQR] (inclusive) of its day.",
+     OFF(iqr_multiplier)},
 };
 
 #define NPROPS (sizeof(props) / sizeof(props[0]))
@@ -163,6 +191,8 @@ static const char *type_name(const prop_t *p) {
         return "bool";
     case PT_ENUM:
         return "enum";
+    case PT_DOUBLE:
+        return "double";
     }
     return "?";
 }
@@ -250,7 +280,7 @@ static engage_err_t set_prop(engage_conf_t *conf, const prop_t *p, const char *v
     switch (p->type) {
     case PT_STRING:
     case PT_ENUM: {
-        if (!*value)
+        if (!*value && p->max != -1) /* max -1 marks strings that may be empty */
             return engage_seterr(ENGAGE_ERR_CONFIG, errstr, errstr_size,
                                  "%s: empty value", p->name);
         if (p->type == PT_ENUM && !enum_has(p->enums, value))
@@ -280,6 +310,21 @@ static engage_err_t set_prop(engage_conf_t *conf, const prop_t *p, const char *v
                                  "%s: %lld out of range %" PRId64 "..%" PRId64, p->name, v,
                                  p->min, p->max);
         *(int64_t *)(void *)field = (int64_t)v;
+        return ENGAGE_ERR_OK;
+    }
+    case PT_DOUBLE: {
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (!*value || isspace((unsigned char)*value) || *end || errno == ERANGE ||
+            !isfinite(v))
+            return engage_seterr(ENGAGE_ERR_CONFIG, errstr, errstr_size,
+                                 "%s: invalid number \"%s\"", p->name, value);
+        if (v < (double)p->min || v > (double)p->max)
+            return engage_seterr(ENGAGE_ERR_CONFIG, errstr, errstr_size,
+                                 "%s: %s out of range %" PRId64 "..%" PRId64, p->name, value,
+                                 p->min, p->max);
+        *(double *)(void *)field = v;
         return ENGAGE_ERR_OK;
     }
     case PT_BOOL: {
@@ -499,6 +544,7 @@ fail:
 static void print_range(FILE *fp, const prop_t *p, int markdown) {
     switch (p->type) {
     case PT_INT:
+    case PT_DOUBLE:
         fprintf(fp, "%" PRId64 " .. %" PRId64, p->min, p->max);
         break;
     case PT_BOOL:

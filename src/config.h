@@ -29,6 +29,7 @@ typedef struct engage_conf {
     char *topic_dead;     /* topic.dead_letters, default "dead-letters" */
     char *topic_late;     /* topic.late, default "late-events" */
     char *topic_partials; /* topic.partials, default "engage-day-partials" */
+    char *topic_session_metrics; /* topic.session_metrics, default "session-metrics" */
     int topics_create;    /* topics.create (bool), default 1 */
     /* input decoding */
     char *input_format;   /* input.format: "confluent" | "plain", default confluent */
@@ -41,6 +42,7 @@ typedef struct engage_conf {
     int64_t output_schema_id_session; /* output.schema.id.session, default 101 */
     int64_t output_schema_id_daily;   /* output.schema.id.daily, default 102 */
     int64_t output_schema_id_partial; /* output.schema.id.partial, default 103 */
+    int64_t output_schema_id_session_metrics; /* output.schema.id.session_metrics, 104 */
     /* semantics */
     int64_t session_gap_ms;   /* session.gap.ms, default 1800000 */
     int64_t grace_ms;         /* watermark.grace.ms, default 300000 */
@@ -52,8 +54,12 @@ typedef struct engage_conf {
     int64_t batch_size;       /* batch.size, default 10000 */
     int64_t batch_timeout_ms; /* batch.timeout.ms, default 100 */
     int64_t checkpoint_records; /* checkpoint.records, default 100000 */
+    char *processing_guarantee; /* processing.guarantee: exactly_once | at_least_once */
+    char *transactional_id;     /* transactional.id, default "" = derived */
     int until_end;            /* run.until_end (bool), default 0; --until-end */
     char *log_level;          /* log.level: debug|info|warn|error, default info */
+    /* compactor (engage compact) */
+    double iqr_multiplier;    /* compact.iqr.multiplier, default 1.5 */
 
     /* kafka.* pass-through properties, in the order given (prefix stripped) */
     char **kafka_keys;

@@ -1,18 +1,19 @@
 /*
  * dict.c - user id -> dense ordinal.
  *
- * Layout, chosen for the per-event lookup:
+ * Layout, chosen for the per-event lookup (a hit costs two dependent cache
+ * misses: the slot, then the key bytes):
  *  - an open-addressing table (linear probing, power-of-two size, load
- *    <= 0.7) of 8-byte slots {tag, ord+1}: the tag is the high half of the
- *    key's XXH3 hash, so a probe compares keys only when 32 hash bits
- *    agree, and a cache line holds eight slots;
- *  - a reverse array ord -> {ptr, len, hash}; the stored hash makes growth
- *    a rehash without touching key bytes;
- *  - key bytes in a chunked arena, so pointers handed out by
- *    engage_dict_name() stay valid for the dictionary's lifetime.
+ *    <= 0.7) of 16-byte slots {key pointer, tag, ord+1}: the tag is the
+ *    high half of the key's XXH3 hash, so keys are compared only when 32
+ *    hash bits agree;
+ *  - keys in a chunked arena as [u32 length][bytes], so a key pointer also
+ *    gives the length, and pointers handed out by engage_dict_name() stay
+ *    valid for the dictionary's lifetime;
+ *  - a reverse array ord -> key pointer. Growth rehashes from the keys.
  *
  * Ordinals may have holes after engage_dict_insert() (restore in any
- * order); a hole has ptr == NULL.
+ * order); a hole has a NULL key pointer.
  */
 #include "dict.h"
 
@@ -26,15 +27,10 @@
 #define DICT_MIN_SLOTS 1024u
 
 typedef struct dict_slot {
-    uint32_t tag;  /* high 32 bits of the hash */
-    uint32_t ord1; /* ordinal + 1; 0 = empty slot */
+    const char *key; /* arena copy; its u32 length precedes it */
+    uint32_t tag;    /* high 32 bits of the hash */
+    uint32_t ord1;   /* ordinal + 1; 0 = empty slot */
 } dict_slot_t;
-
-typedef struct dict_rev {
-    const char *ptr; /* NULL = ordinal not mapped */
-    uint64_t hash;
-    uint32_t len;
-} dict_rev_t;
 
 typedef struct dict_chunk {
     struct dict_chunk *next;
@@ -47,13 +43,19 @@ struct engage_dict {
     uint32_t mask;    /* slots - 1 */
     uint32_t nmapped; /* ids in the table */
     uint32_t count;   /* next ordinal = max(ord) + 1 */
-    dict_rev_t *rev;
+    const char **rev; /* ord -> key; NULL = ordinal not mapped */
     size_t rev_cap;
     dict_chunk_t *chunks; /* newest first */
 };
 
 static inline uint64_t dict_hash(const char *id, size_t len) {
     return XXH3_64bits(id, len);
+}
+
+static inline uint32_t key_len(const char *key) {
+    uint32_t n;
+    memcpy(&n, key - sizeof(n), sizeof(n));
+    return n;
 }
 
 engage_dict_t *engage_dict_new(void) {
@@ -92,11 +94,9 @@ static inline dict_slot_t *dict_find(const engage_dict_t *d, const char *id, siz
         dict_slot_t *sl = &d->slots[i];
         if (sl->ord1 == 0)
             return sl;
-        if (sl->tag == tag) {
-            const dict_rev_t *r = &d->rev[sl->ord1 - 1];
-            if (r->len == len && memcmp(r->ptr, id, len) == 0)
-                return sl;
-        }
+        if (sl->tag == tag && key_len(sl->key) == len &&
+            (len == 0 || memcmp(sl->key, id, len) == 0))
+            return sl;
         i = (i + 1) & d->mask;
     }
 }
@@ -117,7 +117,7 @@ static int dict_maybe_grow(engage_dict_t *d) {
         dict_slot_t sl = d->slots[i];
         if (!sl.ord1)
             continue;
-        uint32_t j = (uint32_t)d->rev[sl.ord1 - 1].hash & nmask;
+        uint32_t j = (uint32_t)dict_hash(sl.key, key_len(sl.key)) & nmask;
         while (ns[j].ord1)
             j = (j + 1) & nmask;
         ns[j] = sl;
@@ -134,7 +134,7 @@ static int dict_rev_reserve(engage_dict_t *d, uint64_t need) {
     size_t ncap = d->rev_cap ? d->rev_cap : 1024;
     while (ncap < need)
         ncap *= 2;
-    dict_rev_t *nr = realloc(d->rev, ncap * sizeof(*nr));
+    const char **nr = realloc(d->rev, ncap * sizeof(*nr));
     if (!nr)
         return -1;
     memset(nr + d->rev_cap, 0, (ncap - d->rev_cap) * sizeof(*nr));
@@ -143,11 +143,14 @@ static int dict_rev_reserve(engage_dict_t *d, uint64_t need) {
     return 0;
 }
 
-/* Copies len bytes into the arena; returns the stable copy or NULL. */
+/* Copies [u32 len][bytes] into the arena; returns the stable copy of the
+ * bytes or NULL. */
 static const char *dict_arena_copy(engage_dict_t *d, const char *id, size_t len) {
+    uint32_t n32 = (uint32_t)len;
+    size_t need = sizeof(n32) + len;
     dict_chunk_t *c = d->chunks;
-    if (!c || c->cap - c->used < len) {
-        size_t cap = len > DICT_CHUNK ? len : DICT_CHUNK;
+    if (!c || c->cap - c->used < need) {
+        size_t cap = need > DICT_CHUNK ? need : DICT_CHUNK;
         c = malloc(sizeof(*c) + cap);
         if (!c)
             return NULL;
@@ -155,7 +158,7 @@ static const char *dict_arena_copy(engage_dict_t *d, const char *id, size_t len)
         c->used = 0;
         /* A key bigger than a chunk gets its own chunk, linked behind the
          * current one so the current chunk keeps filling. */
-        if (len > DICT_CHUNK && d->chunks) {
+        if (need > DICT_CHUNK && d->chunks) {
             c->next = d->chunks->next;
             d->chunks->next = c;
         } else {
@@ -164,10 +167,11 @@ static const char *dict_arena_copy(engage_dict_t *d, const char *id, size_t len)
         }
     }
     char *p = c->data + c->used;
+    memcpy(p, &n32, sizeof(n32));
     if (len)
-        memcpy(p, id, len);
-    c->used += len;
-    return p;
+        memcpy(p + sizeof(n32), id, len);
+    c->used += need;
+    return p + sizeof(n32);
 }
 
 /* Adds a mapping known to be absent; sl is the empty slot from dict_find
@@ -179,9 +183,8 @@ static int dict_add(engage_dict_t *d, dict_slot_t *sl, const char *id, size_t le
     const char *p = dict_arena_copy(d, id, len);
     if (!p)
         return -1;
-    d->rev[ord].ptr = p;
-    d->rev[ord].len = (uint32_t)len;
-    d->rev[ord].hash = h;
+    d->rev[ord] = p;
+    sl->key = p;
     sl->tag = (uint32_t)(h >> 32);
     sl->ord1 = ord + 1;
     d->nmapped++;
@@ -233,7 +236,7 @@ engage_err_t engage_dict_insert(engage_dict_t *d, const char *id, size_t len, ui
     dict_slot_t *sl = dict_find(d, id, len, h);
     if (sl->ord1)
         return sl->ord1 - 1 == ord ? ENGAGE_ERR_OK : ENGAGE_ERR_CORRUPT;
-    if (ord < d->rev_cap && d->rev[ord].ptr)
+    if (ord < d->rev_cap && d->rev[ord])
         return ENGAGE_ERR_CORRUPT; /* ordinal taken by another id */
     if (dict_maybe_grow(d))
         return ENGAGE_ERR_NOMEM;
@@ -244,10 +247,15 @@ engage_err_t engage_dict_insert(engage_dict_t *d, const char *id, size_t len, ui
 }
 
 const char *engage_dict_name(const engage_dict_t *d, uint32_t ord, size_t *len) {
-    if (ord >= d->count || ord >= d->rev_cap || !d->rev[ord].ptr)
+    if (ord >= d->count || ord >= d->rev_cap || !d->rev[ord])
         return NULL;
-    *len = d->rev[ord].len;
-    return d->rev[ord].ptr;
+    *len = key_len(d->rev[ord]);
+    return d->rev[ord];
 }
 
 uint32_t engage_dict_count(const engage_dict_t *d) { return d->count; }
+
+void engage_dict_prefetch(const engage_dict_t *d, const char *id, size_t len) {
+    uint64_t h = dict_hash(id, len);
+    __builtin_prefetch(&d->slots[(uint32_t)h & d->mask]);
+}

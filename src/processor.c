@@ -25,14 +25,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "aggregator.h"
+#include "changelog.h"
 #include "codec.h"
 #include "commands.h"
 #include "config.h"
 #include "log.h"
+#include "state.h"
 #include "task.h"
 #include "timeutil.h"
 
@@ -41,6 +46,13 @@ typedef struct ptask {
     int64_t end_offset; /* bounded runs: stop here */
     int paused;
 } ptask_t;
+
+struct proc;
+typedef struct mirror_ctx {
+    struct proc *p;
+    const char *topic;
+    int32_t partition;
+} mirror_ctx_t;
 
 typedef struct proc {
     const engage_conf_t *conf;
@@ -62,6 +74,15 @@ typedef struct proc {
     char fatal_msg[1100];
     int owned_any;
     int64_t days_emitted;
+    /* exactly-once */
+    int eos;
+    int in_txn;
+    char changelog[300];     /* state changelog topic, partitioned like the input */
+    char agg_changelog[300]; /* aggregator changelog topic, one partition */
+    struct mirror_ctx *mctx; /* [nparts] */
+    struct mirror_ctx *agg_mctx;
+    int64_t restored_records;
+    double restore_seconds;
     engage_task_stats_t total; /* of closed tasks */
 } proc_t;
 
@@ -75,8 +96,26 @@ static void set_fatal(proc_t *p, const char *fmt, const char *msg) {
 
 /* ---- output ---------------------------------------------------------------- */
 
+static int begin_txn(proc_t *p) {
+    if (!p->eos || p->in_txn)
+        return 0;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
+    if (e) {
+        set_fatal(p, "begin_transaction: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return -1;
+    }
+    p->in_txn = 1;
+    return 0;
+}
+
 static int produce(proc_t *p, const char *topic, int32_t partition, const void *key,
                    size_t klen, const void *val, size_t vlen, rd_kafka_headers_t *hdrs) {
+    if (begin_txn(p)) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        return -1;
+    }
     for (;;) {
         /* the RD_KAFKA_V_* macros expand to several arguments: no ?: here */
         rd_kafka_resp_err_t err;
@@ -184,10 +223,238 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     }
 }
 
+/* Copies each state change into the changelog, inside the transaction. */
+static int mirror_cb(void *opaque, const void *key, size_t klen, const void *val, size_t vlen) {
+    mirror_ctx_t *c = opaque;
+    return produce(c->p, c->topic, c->partition, key, klen, val, val ? vlen : 0, NULL);
+}
+
+static void state_path(proc_t *p, const char *topic, int32_t part, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s-%" PRId32, p->conf->state_dir, topic, part);
+}
+
+/* Opens partition i's task from local state, with its changelog mirror. */
+static engage_task_t *open_task(proc_t *p, int32_t i, char *errstr, size_t n) {
+    char path[1024];
+    state_path(p, p->conf->topic_input, i, path, sizeof(path));
+    engage_task_t *t = engage_task_open(i, path, &p->tconf, p->dec, &p->emit, errstr, n);
+    if (t && p->eos)
+        engage_state_set_mirror(engage_task_store(t), mirror_cb, &p->mctx[i]);
+    return t;
+}
+
+static engage_aggregator_t *open_agg(proc_t *p, char *errstr, size_t n) {
+    char path[1024];
+    state_path(p, p->conf->topic_partials, 0, path, sizeof(path));
+    engage_aggregator_t *a = engage_aggregator_open(path, emit_daily, p, errstr, n);
+    if (a && p->eos)
+        engage_state_set_mirror(engage_aggregator_store(a), mirror_cb, p->agg_mctx);
+    return a;
+}
+
 /* ---- checkpoint ------------------------------------------------------------ */
+
+/* After an aborted transaction: every owned task and the aggregator go back
+ * to their last committed state (the local store is only written after a
+ * commit) and the consumer is repositioned to match. */
+static void rewind_all(proc_t *p) {
+    char errstr[512];
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(p->nparts + 1);
+    for (int32_t i = 0; i < p->nparts; i++) {
+        ptask_t *pt = &p->tasks[i];
+        if (!pt->task)
+            continue;
+        engage_task_close(pt->task);
+        pt->task = open_task(p, i, errstr, sizeof(errstr));
+        if (!pt->task) {
+            set_fatal(p, "reopening task after abort: %s", errstr);
+            break;
+        }
+        int64_t next = engage_task_next_offset(pt->task);
+        rd_kafka_topic_partition_list_add(l, p->conf->topic_input, i)->offset =
+            next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
+        if (pt->paused && !engage_task_finished(pt->task)) {
+            rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(r, p->conf->topic_input, i);
+            rd_kafka_resume_partitions(p->consumer, r);
+            rd_kafka_topic_partition_list_destroy(r);
+            pt->paused = 0;
+        }
+    }
+    if (p->agg && !p->fatal) {
+        engage_aggregator_close(p->agg);
+        p->agg = open_agg(p, errstr, sizeof(errstr));
+        if (!p->agg)
+            set_fatal(p, "reopening aggregator after abort: %s", errstr);
+        else
+            rd_kafka_topic_partition_list_add(l, p->conf->topic_partials, 0)->offset =
+                engage_aggregator_next_offset(p->agg) >= 0 ? engage_aggregator_next_offset(p->agg)
+                                                           : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (l->cnt > 0 && !p->fatal) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 30000);
+        if (e) {
+            set_fatal(p, "seek after abort: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    p->delivery_failed = 0;
+}
+
+/* Handles a failed transactional call. Returns 1 to retry the call, 0 when
+ * the transaction was aborted and state rewound, -1 on a fatal error. */
+static int txn_failed(proc_t *p, const char *what, rd_kafka_error_t *e, int *tries) {
+    LOG_WARN("%s: %s%s%s", what, rd_kafka_error_string(e),
+             rd_kafka_error_is_retriable(e) ? " (retriable)" : "",
+             rd_kafka_error_txn_requires_abort(e) ? " (aborting)" : "");
+    if (rd_kafka_error_is_retriable(e) && !rd_kafka_error_is_fatal(e) && ++*tries < 10) {
+        rd_kafka_error_destroy(e);
+        return 1;
+    }
+    if (rd_kafka_error_txn_requires_abort(e)) {
+        rd_kafka_error_destroy(e);
+        for (int t = 0; t < 10; t++) {
+            rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
+            if (!ae)
+                break;
+            int retry = rd_kafka_error_is_retriable(ae) && !rd_kafka_error_is_fatal(ae);
+            char m[512];
+            snprintf(m, sizeof(m), "%s", rd_kafka_error_string(ae));
+            rd_kafka_error_destroy(ae);
+            if (!retry) {
+                set_fatal(p, "abort_transaction: %s", m);
+                return -1;
+            }
+        }
+        p->in_txn = 0;
+        rewind_all(p);
+        LOG_WARN("transaction aborted; re-processing from the last committed state");
+        return p->fatal ? -1 : 0;
+    }
+    /* fatal (fencing included) or unclassified: never commit after this */
+    char m[600];
+    snprintf(m, sizeof(m), "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    set_fatal(p, "transaction failed, exiting: %s", m);
+    return -1;
+}
+
+/* exactly_once checkpoint: state changes to the changelogs, input offsets
+ * and the batch's outputs commit together in one transaction; only then is
+ * the local cache written. Returns 0 (committed, or aborted and rewound) or
+ * -1 (fatal). */
+static int checkpoint_eos(proc_t *p) {
+    char errstr[512];
+    int any = p->in_txn;
+    for (int32_t i = 0; i < p->nparts && !any; i++)
+        if (p->tasks[i].task && engage_task_dirty(p->tasks[i].task))
+            any = 1;
+    if (p->agg && engage_aggregator_dirty(p->agg))
+        any = 1;
+    if (!any)
+        return 0;
+    if (begin_txn(p))
+        return -1;
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(p->nparts + 1);
+    int staged_fail = 0;
+    for (int32_t i = 0; i < p->nparts; i++) {
+        engage_task_t *t = p->tasks[i].task;
+        if (!t)
+            continue;
+        if (engage_task_stage(t, errstr, sizeof(errstr))) {
+            set_fatal(p, "staging state: %s", errstr);
+            staged_fail = 1;
+            break;
+        }
+        if (engage_state_mirror_failed(engage_task_store(t)))
+            staged_fail = 2;
+        if (engage_task_next_offset(t) >= 0)
+            rd_kafka_topic_partition_list_add(offs, p->conf->topic_input, i)->offset =
+                engage_task_next_offset(t);
+    }
+    if (p->agg && !staged_fail) {
+        if (engage_aggregator_stage(p->agg, errstr, sizeof(errstr))) {
+            set_fatal(p, "staging aggregator state: %s", errstr);
+            staged_fail = 1;
+        } else {
+            if (engage_state_mirror_failed(engage_aggregator_store(p->agg)))
+                staged_fail = 2;
+            if (engage_aggregator_next_offset(p->agg) >= 0)
+                rd_kafka_topic_partition_list_add(offs, p->conf->topic_partials, 0)->offset =
+                    engage_aggregator_next_offset(p->agg);
+        }
+    }
+    if (staged_fail == 1) {
+        rd_kafka_topic_partition_list_destroy(offs);
+        return -1;
+    }
+    int rc = 0, tries = 0;
+    if (staged_fail == 2) {
+        /* a changelog record could not be queued: abort, never commit */
+        rd_kafka_error_t *e = rd_kafka_error_new(RD_KAFKA_RESP_ERR__STATE,
+                                                 "changelog produce failed");
+        (void)e;
+        rd_kafka_error_destroy(e);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
+        if (ae) {
+            set_fatal(p, "abort_transaction: %s", rd_kafka_error_string(ae));
+            rd_kafka_error_destroy(ae);
+            rc = -1;
+        } else {
+            p->in_txn = 0;
+            rewind_all(p);
+        }
+        rd_kafka_topic_partition_list_destroy(offs);
+        return p->fatal ? -1 : rc;
+    }
+    if (offs->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
+        for (;;) {
+            rd_kafka_error_t *e = rd_kafka_send_offsets_to_transaction(p->producer, offs, md, -1);
+            if (!e)
+                break;
+            int r = txn_failed(p, "send_offsets_to_transaction", e, &tries);
+            if (r == 1)
+                continue;
+            rc = r;
+            break;
+        }
+        rd_kafka_consumer_group_metadata_destroy(md);
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+    if (rc == -1 || (rc == 0 && !p->in_txn))
+        return rc; /* fatal, or aborted and rewound */
+    tries = 0;
+    for (;;) {
+        rd_kafka_error_t *e = rd_kafka_commit_transaction(p->producer, -1);
+        if (!e) {
+            p->in_txn = 0;
+            break;
+        }
+        int r = txn_failed(p, "commit_transaction", e, &tries);
+        if (r == 1)
+            continue;
+        return r;
+    }
+    /* committed in Kafka: bring the local cache up to date */
+    for (int32_t i = 0; i < p->nparts; i++)
+        if (p->tasks[i].task &&
+            engage_task_commit_staged(p->tasks[i].task, errstr, sizeof(errstr))) {
+            set_fatal(p, "local state write failed: %s", errstr);
+            return -1;
+        }
+    if (p->agg && engage_aggregator_commit_staged(p->agg, errstr, sizeof(errstr))) {
+        set_fatal(p, "local aggregator state write failed: %s", errstr);
+        return -1;
+    }
+    return 0;
+}
 
 /* Waits for every produced record, then persists tasks and aggregator. */
 static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
+    if (p->eos)
+        return checkpoint_eos(p);
     int any = 0;
     for (int32_t i = 0; i < p->nparts; i++)
         if (p->tasks[i].task && engage_task_dirty(p->tasks[i].task))
@@ -249,10 +516,6 @@ static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
 
 /* ---- assignment ------------------------------------------------------------ */
 
-static void state_path(proc_t *p, const char *topic, int32_t part, char *buf, size_t n) {
-    snprintf(buf, n, "%s/%s-%" PRId32, p->conf->state_dir, topic, part);
-}
-
 static int64_t end_offset(proc_t *p, const char *topic, int32_t part) {
     int64_t lo = 0, hi = 0;
     rd_kafka_resp_err_t err =
@@ -266,10 +529,55 @@ static int64_t end_offset(proc_t *p, const char *topic, int32_t part) {
     return hi;
 }
 
+static double mono_seconds(void) {
+    /* for log lines about restore speed only; never used by processing */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* exactly_once: is the local store current? It is when its stored next
+ * offset equals the offset the group committed in the last transaction. If
+ * not (missing, behind after a crash, or from another run), rebuild it from
+ * the changelog. Returns the store's next offset afterwards (-1: empty). */
+static int64_t ensure_current(proc_t *p, const char *topic, int32_t part,
+                              const char *changelog, int32_t clpart, int64_t local,
+                              int64_t committed, char *errstr, size_t n) {
+    char path[1024];
+    if (committed >= 0 && local == committed)
+        return local; /* clean and current: no restore */
+    /* otherwise restore; with nothing committed and nothing local the
+     * changelog may still hold state (the group's offsets expired), so look */
+    state_path(p, topic, part, path, sizeof(path));
+    int64_t records = 0;
+    double t0 = mono_seconds();
+    if (engage_changelog_restore(p->conf, changelog, clpart, path, &records, errstr, n))
+        return -2;
+    double dt = mono_seconds() - t0;
+    p->restored_records += records;
+    p->restore_seconds += dt;
+    LOG_INFO("restored %s [%d] from %s [%d]: %" PRId64 " records in %.3f s (%.0f records/s); "
+             "local offset was %" PRId64 ", committed %" PRId64,
+             topic, part, changelog, clpart, records, dt, dt > 0 ? (double)records / dt : 0.0,
+             local, committed);
+    return 0;
+}
+
 static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
-    char path[1024], errstr[512];
-    for (int i = 0; i < parts->cnt; i++) {
+    char errstr[512];
+    rd_kafka_topic_partition_list_t *committed = NULL;
+    if (p->eos) {
+        committed = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, committed, 30000);
+        if (err) {
+            set_fatal(p, "reading committed offsets: %s", rd_kafka_err2str(err));
+            rd_kafka_topic_partition_list_destroy(committed);
+            return;
+        }
+    }
+    for (int i = 0; i < parts->cnt && !p->fatal; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t k = committed ? committed->elems[i].offset : -1;
         tp->offset = RD_KAFKA_OFFSET_BEGINNING;
         if (strcmp(tp->topic, p->conf->topic_input) == 0) {
             if (tp->partition >= p->nparts) {
@@ -277,13 +585,28 @@ static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
                 continue;
             }
             ptask_t *pt = &p->tasks[tp->partition];
-            if (!pt->task) {
-                state_path(p, tp->topic, tp->partition, path, sizeof(path));
-                pt->task = engage_task_open(tp->partition, path, &p->tconf, p->dec, &p->emit,
-                                            errstr, sizeof(errstr));
-                if (!pt->task) {
-                    set_fatal(p, "cannot open task state: %s", errstr);
-                    continue;
+            if (!pt->task && !(pt->task = open_task(p, tp->partition, errstr, sizeof(errstr)))) {
+                set_fatal(p, "cannot open task state: %s", errstr);
+                continue;
+            }
+            if (p->eos) {
+                int64_t local = engage_task_next_offset(pt->task);
+                if (!(k >= 0 && local == k)) {
+                    engage_task_close(pt->task);
+                    pt->task = NULL;
+                    if (ensure_current(p, tp->topic, tp->partition, p->changelog, tp->partition,
+                                       local, k, errstr, sizeof(errstr)) < -1 ||
+                        !(pt->task = open_task(p, tp->partition, errstr, sizeof(errstr)))) {
+                        set_fatal(p, "restoring task state: %s", errstr);
+                        continue;
+                    }
+                    if (k >= 0 && engage_task_next_offset(pt->task) != k)
+                        LOG_WARN("%s [%d]: changelog state is at offset %" PRId64
+                                 " but the group committed %" PRId64
+                                 " (offsets reset or changelog truncated?); continuing "
+                                 "from the changelog's offset",
+                                 tp->topic, tp->partition, engage_task_next_offset(pt->task),
+                                 k);
                 }
             }
             if (engage_task_next_offset(pt->task) >= 0)
@@ -294,12 +617,21 @@ static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
                      engage_task_next_offset(pt->task),
                      engage_task_next_offset(pt->task) < 0 ? " (new state: beginning)" : "");
         } else if (strcmp(tp->topic, p->conf->topic_partials) == 0 && tp->partition == 0) {
-            if (!p->agg) {
-                state_path(p, tp->topic, 0, path, sizeof(path));
-                p->agg = engage_aggregator_open(path, emit_daily, p, errstr, sizeof(errstr));
-                if (!p->agg) {
-                    set_fatal(p, "cannot open aggregator state: %s", errstr);
-                    continue;
+            if (!p->agg && !(p->agg = open_agg(p, errstr, sizeof(errstr)))) {
+                set_fatal(p, "cannot open aggregator state: %s", errstr);
+                continue;
+            }
+            if (p->eos) {
+                int64_t local = engage_aggregator_next_offset(p->agg);
+                if (!(k >= 0 && local == k)) {
+                    engage_aggregator_close(p->agg);
+                    p->agg = NULL;
+                    if (ensure_current(p, tp->topic, 0, p->agg_changelog, 0, local, k, errstr,
+                                       sizeof(errstr)) < -1 ||
+                        !(p->agg = open_agg(p, errstr, sizeof(errstr)))) {
+                        set_fatal(p, "restoring aggregator state: %s", errstr);
+                        continue;
+                    }
                 }
             }
             if (engage_aggregator_next_offset(p->agg) >= 0)
@@ -309,10 +641,29 @@ static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
         }
         p->owned_any = 1;
     }
+    if (committed)
+        rd_kafka_topic_partition_list_destroy(committed);
 }
 
-static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
-    checkpoint(p, -1, 0);
+static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts, int lost) {
+    if (!p->fatal) {
+        if (lost && p->eos) {
+            /* someone else may own these already: never commit for them */
+            if (p->in_txn) {
+                rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 60000);
+                if (e) {
+                    set_fatal(p, "abort on lost assignment: %s", rd_kafka_error_string(e));
+                    rd_kafka_error_destroy(e);
+                } else {
+                    p->in_txn = 0;
+                    rewind_all(p);
+                }
+            }
+        } else {
+            /* finish the open transaction before giving partitions up */
+            checkpoint(p, -1, 0);
+        }
+    }
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (strcmp(tp->topic, p->conf->topic_input) == 0 && tp->partition < p->nparts) {
@@ -351,7 +702,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         else
             rd_kafka_assign(rk, parts);
     } else {
-        on_revoke(p, parts);
+        on_revoke(p, parts, rd_kafka_assignment_lost(rk));
         if (cooperative)
             e = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -397,12 +748,15 @@ static int32_t topic_partitions(proc_t *p, const char *topic, char *errstr, size
     return cnt;
 }
 
-static int create_topic(proc_t *p, const char *topic, int32_t parts, char *errstr, size_t n) {
+static int create_topic(proc_t *p, const char *topic, int32_t parts, int compact,
+                        char *errstr, size_t n) {
     for (int attempt = 0; attempt < 2; attempt++) {
         int rf = attempt == 0 ? -1 : 1;
         rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, parts, rf, errstr, n);
         if (!nt)
             return -1;
+        if (compact)
+            rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
         rd_kafka_queue_t *q = rd_kafka_queue_new(p->producer);
         rd_kafka_CreateTopics(p->producer, &nt, 1, NULL, q);
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
@@ -438,8 +792,8 @@ static int create_topic(proc_t *p, const char *topic, int32_t parts, char *errst
 
 /* Returns the partition count of topic, creating it with `want` partitions
  * if it is missing and topics.create is on. */
-static int32_t ensure_topic(proc_t *p, const char *topic, int32_t want, char *errstr,
-                            size_t n) {
+static int32_t ensure_topic_ex(proc_t *p, const char *topic, int32_t want, int compact,
+                               char *errstr, size_t n) {
     int32_t cnt = topic_partitions(p, topic, errstr, n);
     if (cnt < 0)
         return -1;
@@ -449,7 +803,7 @@ static int32_t ensure_topic(proc_t *p, const char *topic, int32_t want, char *er
         snprintf(errstr, n, "topic %s does not exist (and topics.create is off)", topic);
         return -1;
     }
-    if (create_topic(p, topic, want, errstr, n))
+    if (create_topic(p, topic, want, compact, errstr, n))
         return -1;
     for (int i = 0; i < 50; i++) { /* metadata propagates asynchronously */
         cnt = topic_partitions(p, topic, errstr, n);
@@ -460,6 +814,11 @@ static int32_t ensure_topic(proc_t *p, const char *topic, int32_t want, char *er
     }
     snprintf(errstr, n, "topic %s not visible after creation", topic);
     return -1;
+}
+
+static int32_t ensure_topic(proc_t *p, const char *topic, int32_t want, char *errstr,
+                            size_t n) {
+    return ensure_topic_ex(p, topic, want, 0, errstr, n);
 }
 
 static int mkdir_p(const char *path) {
@@ -476,6 +835,26 @@ static int mkdir_p(const char *path) {
     if (mkdir(tmp, 0755) && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* Stable for one instance (same group.instance.id, or same host and
+ * state.dir) across restarts, so a restarted instance fences its previous
+ * incarnation at once; distinct between instances. */
+static void derive_transactional_id(const engage_conf_t *c, char *buf, size_t n) {
+    if (c->transactional_id && *c->transactional_id) {
+        snprintf(buf, n, "%s", c->transactional_id);
+        return;
+    }
+    for (int i = 0; i < c->kafka_cnt; i++)
+        if (strcmp(c->kafka_keys[i], "group.instance.id") == 0 && *c->kafka_vals[i]) {
+            snprintf(buf, n, "engage-%s-%s", c->group_id, c->kafka_vals[i]);
+            return;
+        }
+    char host[256] = "host", real[4096];
+    gethostname(host, sizeof(host) - 1);
+    const char *dir = realpath(c->state_dir, real) ? real : c->state_dir;
+    snprintf(buf, n, "engage-%s-%s-%016" PRIx64, c->group_id, host,
+             (uint64_t)XXH64(dir, strlen(dir), 0));
 }
 
 static int setup(proc_t *p, char *errstr, size_t n) {
@@ -508,12 +887,34 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         rd_kafka_conf_destroy(pc);
         return -1;
     }
+    p->eos = strcmp(c->processing_guarantee, "exactly_once") == 0;
+    if (p->eos) {
+        char txid[512];
+        derive_transactional_id(c, txid, sizeof(txid));
+        if (kset(pc, "transactional.id", txid, errstr, n) ||
+            (!has_kafka_key(c, "transaction.timeout.ms") &&
+             kset(pc, "transaction.timeout.ms", "60000", errstr, n))) {
+            rd_kafka_conf_destroy(pc);
+            return -1;
+        }
+        LOG_INFO("exactly_once: transactional.id %s", txid);
+    }
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
     rd_kafka_conf_set_opaque(pc, p);
     p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, n);
     if (!p->producer) {
         rd_kafka_conf_destroy(pc);
         return -1;
+    }
+    if (p->eos) {
+        /* also fences a previous incarnation with the same id and aborts
+         * its open transaction */
+        rd_kafka_error_t *e = rd_kafka_init_transactions(p->producer, 60000);
+        if (e) {
+            snprintf(errstr, n, "init_transactions: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            return -1;
+        }
     }
 
     /* topics */
@@ -539,6 +940,31 @@ static int setup(proc_t *p, char *errstr, size_t n) {
                  "aggregator sees every partition's days",
                  c->topic_partials, pp);
         return -1;
+    }
+    if (p->eos) {
+        snprintf(p->changelog, sizeof(p->changelog), "%s-state-changelog", c->group_id);
+        snprintf(p->agg_changelog, sizeof(p->agg_changelog), "%s-aggregator-changelog",
+                 c->group_id);
+        int32_t cl = ensure_topic_ex(p, p->changelog, p->nparts, 1, errstr, n);
+        if (cl < 0)
+            return -1;
+        if (cl != p->nparts) {
+            snprintf(errstr, n, "changelog %s has %d partitions, the input %d", p->changelog,
+                     cl, p->nparts);
+            return -1;
+        }
+        if (ensure_topic_ex(p, p->agg_changelog, 1, 1, errstr, n) < 0)
+            return -1;
+        p->mctx = calloc((size_t)p->nparts, sizeof(*p->mctx));
+        p->agg_mctx = calloc(1, sizeof(*p->agg_mctx));
+        for (int32_t i = 0; i < p->nparts; i++) {
+            p->mctx[i].p = p;
+            p->mctx[i].topic = p->changelog;
+            p->mctx[i].partition = i;
+        }
+        p->agg_mctx->p = p;
+        p->agg_mctx->topic = p->agg_changelog;
+        p->agg_mctx->partition = 0;
     }
     p->tasks = calloc((size_t)p->nparts, sizeof(*p->tasks));
     p->tconf.gap_ms = c->session_gap_ms;
@@ -753,6 +1179,13 @@ out:
     if (p->consumer) {
         /* leaves the group; the revoke callback checkpoints and closes tasks */
         if (p->fatal) {
+            if (p->eos && p->in_txn) {
+                /* best effort: if fenced, the broker aborts it anyway */
+                rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 10000);
+                if (e)
+                    rd_kafka_error_destroy(e);
+                p->in_txn = 0;
+            }
             /* do not persist anything after a failure: close without the
              * callback's checkpoint by dropping tasks first */
             for (int32_t i = 0; p->tasks && i < p->nparts; i++) {
@@ -781,10 +1214,15 @@ out:
                  " sessions, %" PRId64 " days",
                  t->records, t->counted, t->duplicates, t->late, t->dead, t->sessions_closed,
                  p->days_emitted);
+        if (p->restored_records)
+            LOG_INFO("restored %" PRId64 " changelog records in %.3f s", p->restored_records,
+                     p->restore_seconds);
     }
     for (int32_t i = 0; p->tasks && i < p->nparts; i++)
         engage_task_close(p->tasks[i].task);
     free(p->tasks);
+    free(p->mctx);
+    free(p->agg_mctx);
     engage_aggregator_close(p->agg);
     engage_decoder_destroy(p->dec);
     engage_encoder_destroy(p->enc);

@@ -17,20 +17,34 @@
  * of each other (an event that would bridge two merges them), so the list
  * is short - almost always one element.
  *
- * Closing. Every open session also has a dense id (sid) and an entry
- * sref[sid] = {block, generation}. A 4-ary min-heap holds close entries
- * (sid, generation) keyed by (last + gap, user, start); a second one holds
- * start entries for engage_sessionizer_min_open_start(). Both are lazy.
- * Extending a session (the common case: an event at its end) only raises
- * its key, so the heap is not touched: an entry's key may be lower than the
- * session's real key, never higher. When such an entry reaches the top and
- * is due, it is re-pushed with the real key. The top entry whose key equals
- * its session's real key is then the true minimum, which keeps the close
- * order exact. Only a lowered key (an out-of-order event moving start
- * backwards) pushes new entries; the generation is bumped so older entries
- * are skipped when popped. Closing and merging bump the generation too. The
- * start heap is cleaned of stale entries at its top after every change, so
- * reading the minimum is O(1) and needs no mutation.
+ * Every open session also has a dense id (sid) and an entry
+ * sref[sid] = {block, generation}. Two queues hold entries (sid,
+ * generation): the close queue keyed by (last + gap, user, start), the
+ * start queue keyed by start (for engage_sessionizer_min_open_start()).
+ *
+ * Both queues are lazy. Extending a session (the common case: an event at
+ * its end) only raises its close key, so the queue is not touched: an
+ * entry's key may be lower than the session's real key, never higher. When
+ * such an entry reaches the front and is due, it is re-queued with the real
+ * key. The front entry whose key equals its session's real key is then the
+ * true minimum, which keeps the close order exact. Only a lowered key (an
+ * out-of-order event moving start backwards) queues new entries; the
+ * generation is bumped so older entries are dropped when they surface.
+ * Closing and merging bump the generation too.
+ *
+ * Queue structure (a two-level bucket queue). Keys are cut into slots of
+ * 2^Q_WSHIFT ms. Entries whose slot is below a moving front slot sit in a
+ * small 4-ary heap ("near"); all others are appended to a ring of 2^Q_RBITS
+ * buckets indexed by slot (an entry more than one ring turn ahead waits in
+ * its bucket until the front comes round to its slot). When near runs
+ * empty, the front advances to the next non-empty bucket (found through a
+ * bitmap) and moves that bucket's entries for the front slot into near,
+ * dropping stale ones. Pushing is then an append, popping works on a heap
+ * the size of one slot's worth of entries, so neither touches a big
+ * structure in random places; a binary heap over all open sessions cost
+ * several cache misses per session at a million users. Stale entries are
+ * bounded: a queue holding more than twice as many entries as there are
+ * open sessions (plus slack) is compacted in place.
  *
  * The close callback must not call back into the sessionizer.
  */
@@ -47,7 +61,13 @@
 /* Blocks up to this size class (8 << 5 = 256 slots, 2 KiB) are recycled;
  * larger ones (a rare very long session) go back to malloc. */
 #define KEEP_CLS 5
-#define HEAP_D 4
+
+#define Q_WSHIFT 6  /* 64 ms per slot */
+#define Q_RBITS 16  /* 65536 buckets: one ring turn is ~70 minutes */
+#define Q_R (1u << Q_RBITS)
+#define Q_MASK (Q_R - 1)
+#define Q_D 4             /* near heap arity */
+#define Q_SLACK 1024      /* stale entries tolerated before compaction */
 
 #define SER_MAGIC0 'E'
 #define SER_MAGIC1 'S'
@@ -74,23 +94,34 @@ typedef struct sblock {
 
 typedef struct sref {
     sblock_t *b;  /* NULL when the sid is free */
-    uint32_t gen; /* bumped when heap entries must be invalidated */
+    uint32_t gen; /* bumped when queue entries must be invalidated */
     uint32_t next_free;
 } sref_t;
 
-typedef struct close_ent {
-    int64_t due; /* last + gap as of the push (<= the real value) */
+/* A queue entry. Close queue: key = last + gap as of queueing (<= the real
+ * value), ties broken by (user, start). Start queue: key = start, user and
+ * start 0. */
+typedef struct qent {
+    int64_t key;
     int64_t start;
     uint32_t user;
     uint32_t sid;
     uint32_t gen;
-} close_ent_t;
+} qent_t;
 
-typedef struct start_ent {
-    int64_t start;
-    uint32_t sid;
-    uint32_t gen;
-} start_ent_t;
+typedef struct qvec {
+    qent_t *v;
+    uint32_t len, cap;
+} qvec_t;
+
+typedef struct lbq {
+    qent_t *near; /* heap of entries with slot < front */
+    size_t nlen, ncap;
+    qvec_t *ring;       /* Q_R buckets, allocated on first use */
+    uint64_t *nonempty; /* Q_R bits */
+    size_t nring;       /* entries in the ring */
+    uint64_t front;     /* slot number */
+} lbq_t;
 
 struct engage_sessionizer {
     int64_t gap;
@@ -110,10 +141,8 @@ struct engage_sessionizer {
     uint32_t *taken;
     size_t ucap, ndirty;
 
-    close_ent_t *ch;
-    size_t ch_len, ch_cap;
-    start_ent_t *sh;
-    size_t sh_len, sh_cap;
+    lbq_t cq; /* close queue */
+    lbq_t sq; /* start queue */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -149,6 +178,10 @@ static int grow_array(void **p, size_t *cap, size_t need, size_t elsz, size_t mi
 static inline sblock_t *tag_blk(sref_tag_t t) { return (sblock_t *)(t & ~CLS_MASK); }
 static inline uint32_t tag_cls(sref_tag_t t) { return (uint32_t)(t & CLS_MASK); }
 static inline sref_tag_t blk_tag(const sblock_t *b) { return (uintptr_t)b | b->cls; }
+
+static inline int ent_valid(const engage_sessionizer_t *s, uint32_t sid, uint32_t gen) {
+    return s->sref[sid].b && s->sref[sid].gen == gen;
+}
 
 /* ---- blocks and their hash sets ----------------------------------------- */
 
@@ -221,9 +254,17 @@ static void blk_put(engage_sessionizer_t *s, sblock_t *b) {
     s->free_blk[b->cls] = b;
 }
 
-/* Makes room for n non-zero hashes in block ob (load <= 1/2). The block
- * may move: sref is updated, the caller fixes the list link (relink).
- * Returns the (new) block or NULL on OOM (session unchanged). */
+/* Points whatever references block ob in user's list at nb instead. */
+static void relink(engage_sessionizer_t *s, uint32_t user, const sblock_t *ob, sblock_t *nb) {
+    sref_tag_t *link = &s->uhead[user];
+    while (tag_blk(*link) != ob)
+        link = &tag_blk(*link)->next;
+    *link = blk_tag(nb);
+}
+
+/* Makes room for n non-zero hashes in the linked block ob (load <= 1/2).
+ * The block may move; list link and sref follow. Returns the (new) block,
+ * or NULL on OOM (session unchanged). */
 static sblock_t *set_reserve(engage_sessionizer_t *s, sblock_t *ob, uint64_t n) {
     uint32_t cls = ob->cls;
     if (n * 2 <= cls_cap(cls))
@@ -242,122 +283,269 @@ static sblock_t *set_reserve(engage_sessionizer_t *s, sblock_t *ob, uint64_t n) 
     for (uint32_t i = 0; i < ocap; i++)
         if (ob->slots[i])
             set_put_raw(nb->slots, nmask, ob->slots[i]);
-    blk_put(s, ob);
+    relink(s, ob->user, ob, nb);
     s->sref[nb->sid].b = nb;
+    blk_put(s, ob);
     return nb;
 }
 
-/* Points whatever referenced block ob (in user's list) at nb instead. */
-static void relink(engage_sessionizer_t *s, uint32_t user, const sblock_t *ob, sblock_t *nb) {
-    sref_tag_t *link = &s->uhead[user];
-    while (tag_blk(*link) != ob)
-        link = &tag_blk(*link)->next;
-    *link = blk_tag(nb);
+/* ---- the bucket queue --------------------------------------------------- */
+
+/* Maps a key to its slot, order-preserving over all of int64. */
+static inline uint64_t qslot(int64_t key) {
+    return ((uint64_t)key ^ ((uint64_t)1 << 63)) >> Q_WSHIFT;
 }
 
-/* ---- heaps (4-ary: half the depth of a binary heap, and the children of
- * a node share a cache line or two) ---------------------------------------- */
-
-static inline int close_less(const close_ent_t *a, const close_ent_t *b) {
-    if (a->due != b->due)
-        return a->due < b->due;
+static inline int qless(const qent_t *a, const qent_t *b) {
+    if (a->key != b->key)
+        return a->key < b->key;
     if (a->user != b->user)
         return a->user < b->user;
     return a->start < b->start;
 }
 
-/* Capacity is reserved by the caller. */
-static void close_push(engage_sessionizer_t *s, close_ent_t e) {
-    size_t i = s->ch_len++;
-    while (i > 0) {
-        size_t p = (i - 1) / HEAP_D;
-        if (!close_less(&e, &s->ch[p]))
-            break;
-        s->ch[i] = s->ch[p];
-        i = p;
-    }
-    s->ch[i] = e;
-}
-
-static void close_pop(engage_sessionizer_t *s) {
-    close_ent_t e = s->ch[--s->ch_len];
-    size_t n = s->ch_len, i = 0;
-    if (!n)
-        return;
+static void near_sift_down(lbq_t *q, size_t i, qent_t e) {
+    size_t n = q->nlen;
     for (;;) {
-        size_t c = HEAP_D * i + 1;
+        size_t c = Q_D * i + 1;
         if (c >= n)
             break;
-        size_t end = c + HEAP_D < n ? c + HEAP_D : n, m = c;
+        size_t end = c + Q_D < n ? c + Q_D : n, m = c;
         for (size_t j = c + 1; j < end; j++)
-            if (close_less(&s->ch[j], &s->ch[m]))
+            if (qless(&q->near[j], &q->near[m]))
                 m = j;
-        if (!close_less(&s->ch[m], &e))
+        if (!qless(&q->near[m], &e))
             break;
-        s->ch[i] = s->ch[m];
+        q->near[i] = q->near[m];
         i = m;
     }
-    s->ch[i] = e;
+    q->near[i] = e;
 }
 
-static void start_push(engage_sessionizer_t *s, start_ent_t e) {
-    size_t i = s->sh_len++;
+static void near_push(lbq_t *q, const qent_t *e) {
+    size_t i = q->nlen++;
     while (i > 0) {
-        size_t p = (i - 1) / HEAP_D;
-        if (s->sh[p].start <= e.start)
+        size_t p = (i - 1) / Q_D;
+        if (!qless(e, &q->near[p]))
             break;
-        s->sh[i] = s->sh[p];
+        q->near[i] = q->near[p];
         i = p;
     }
-    s->sh[i] = e;
+    q->near[i] = *e;
 }
 
-static void start_pop(engage_sessionizer_t *s) {
-    start_ent_t e = s->sh[--s->sh_len];
-    size_t n = s->sh_len, i = 0;
-    if (!n)
+static void near_pop(lbq_t *q) {
+    qent_t e = q->near[--q->nlen];
+    if (q->nlen)
+        near_sift_down(q, 0, e);
+}
+
+static void near_heapify(lbq_t *q) {
+    if (q->nlen < 2)
         return;
-    for (;;) {
-        size_t c = HEAP_D * i + 1;
-        if (c >= n)
-            break;
-        size_t end = c + HEAP_D < n ? c + HEAP_D : n, m = c;
-        for (size_t j = c + 1; j < end; j++)
-            if (s->sh[j].start < s->sh[m].start)
-                m = j;
-        if (s->sh[m].start >= e.start)
-            break;
-        s->sh[i] = s->sh[m];
-        i = m;
+    for (size_t i = (q->nlen - 2) / Q_D + 1; i-- > 0;)
+        near_sift_down(q, i, q->near[i]);
+}
+
+static void lbq_free(lbq_t *q) {
+    if (q->ring)
+        for (uint32_t i = 0; i < Q_R; i++)
+            free(q->ring[i].v);
+    free(q->ring);
+    free(q->nonempty);
+    free(q->near);
+}
+
+/* Where a push of key would go: 1 = near, 0 = ring. */
+static inline int lbq_goes_near(const lbq_t *q, uint64_t sl) {
+    /* an empty queue restarts at the new entry's slot */
+    return !(q->nlen == 0 && q->nring == 0) && sl < q->front;
+}
+
+/* Makes room for one push of key. Near is kept at least as large as the
+ * largest bucket, so moving a bucket into the (empty) near heap never
+ * allocates. Returns 0 or -1 on OOM. */
+static int lbq_reserve(lbq_t *q, int64_t key) {
+    uint64_t sl = qslot(key);
+    if (lbq_goes_near(q, sl))
+        return grow_array((void **)&q->near, &q->ncap, q->nlen + 1, sizeof(qent_t), 256);
+    if (!q->ring) {
+        q->ring = calloc(Q_R, sizeof(*q->ring));
+        q->nonempty = calloc(Q_R / 64, sizeof(*q->nonempty));
+        if (!q->ring || !q->nonempty) {
+            free(q->ring);
+            free(q->nonempty);
+            q->ring = NULL;
+            q->nonempty = NULL;
+            return -1;
+        }
     }
-    s->sh[i] = e;
+    qvec_t *b = &q->ring[sl & Q_MASK];
+    if (b->len == b->cap) {
+        if (b->cap >= UINT32_MAX / 2)
+            return -1;
+        uint32_t ncap = b->cap ? b->cap * 2 : 8;
+        qent_t *nv = realloc(b->v, ncap * sizeof(*nv));
+        if (!nv)
+            return -1;
+        b->v = nv;
+        b->cap = ncap;
+    }
+    return grow_array((void **)&q->near, &q->ncap, b->cap, sizeof(qent_t), 256);
 }
 
-static inline int ent_valid(const engage_sessionizer_t *s, uint32_t sid, uint32_t gen) {
-    return s->sref[sid].b && s->sref[sid].gen == gen;
+/* Queues e; room was reserved by lbq_reserve(q, e->key). */
+static void lbq_push(lbq_t *q, const qent_t *e) {
+    uint64_t sl = qslot(e->key);
+    if (lbq_goes_near(q, sl)) {
+        near_push(q, e);
+        return;
+    }
+    if (q->nlen == 0 && q->nring == 0)
+        q->front = sl;
+    uint32_t bi = (uint32_t)(sl & Q_MASK);
+    qvec_t *b = &q->ring[bi];
+    b->v[b->len++] = *e;
+    q->nonempty[bi >> 6] |= (uint64_t)1 << (bi & 63);
+    q->nring++;
 }
 
-/* Drops stale entries from the top of the start heap. */
+/* Returns the distance from bucket bi to the next non-empty bucket
+ * (cyclic, 0 if bi itself). The ring must hold an entry. */
+static uint32_t lbq_next_dist(const lbq_t *q, uint32_t bi) {
+    uint32_t w = bi >> 6;
+    uint64_t bits = q->nonempty[w] & (~(uint64_t)0 << (bi & 63));
+    for (uint32_t k = 0; k <= Q_R / 64; k++) {
+        if (bits) {
+            uint32_t at = ((w << 6) | (uint32_t)__builtin_ctzll(bits));
+            return (at - bi) & Q_MASK;
+        }
+        w = (w + 1) & (Q_R / 64 - 1);
+        bits = q->nonempty[w];
+    }
+    return 0; /* not reached */
+}
+
+/* Returns the smallest slot in the ring (which must hold an entry). */
+static uint64_t lbq_ring_min(const lbq_t *q) {
+    uint64_t m = UINT64_MAX;
+    for (uint32_t w = 0; w < Q_R / 64; w++) {
+        for (uint64_t bits = q->nonempty[w]; bits; bits &= bits - 1) {
+            const qvec_t *b = &q->ring[(w << 6) | (uint32_t)__builtin_ctzll(bits)];
+            for (uint32_t i = 0; i < b->len; i++) {
+                uint64_t sl = qslot(b->v[i].key);
+                if (sl < m)
+                    m = sl;
+            }
+        }
+    }
+    return m;
+}
+
+/* Moves the valid entries of the front slot from its bucket into near
+ * (which is empty, and large enough), then advances the front. */
+static void lbq_drain(const engage_sessionizer_t *s, lbq_t *q) {
+    uint32_t bi = (uint32_t)(q->front & Q_MASK);
+    qvec_t *b = &q->ring[bi];
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < b->len; i++) {
+        qent_t e = b->v[i];
+        if (qslot(e.key) != q->front) {
+            b->v[keep++] = e; /* a later turn of the ring */
+            continue;
+        }
+        q->nring--;
+        if (ent_valid(s, e.sid, e.gen))
+            q->near[q->nlen++] = e;
+    }
+    b->len = keep;
+    if (!keep)
+        q->nonempty[bi >> 6] &= ~((uint64_t)1 << (bi & 63));
+    q->front++;
+    near_heapify(q);
+}
+
+/* Refills an empty near heap from the ring, if the ring holds a valid
+ * entry. */
+static void lbq_settle(const engage_sessionizer_t *s, lbq_t *q) {
+    uint64_t walked = 0;
+    while (q->nlen == 0 && q->nring > 0) {
+        if (walked >= Q_R) {
+            /* a whole turn found only later turns: jump */
+            q->front = lbq_ring_min(q);
+            walked = 0;
+        }
+        uint32_t d = lbq_next_dist(q, (uint32_t)(q->front & Q_MASK));
+        q->front += d;
+        walked += (uint64_t)d + 1;
+        lbq_drain(s, q);
+    }
+}
+
+/* Drops stale entries everywhere; no allocation. */
+static void lbq_compact(const engage_sessionizer_t *s, lbq_t *q) {
+    size_t k = 0;
+    for (size_t i = 0; i < q->nlen; i++)
+        if (ent_valid(s, q->near[i].sid, q->near[i].gen))
+            q->near[k++] = q->near[i];
+    q->nlen = k;
+    near_heapify(q);
+    if (!q->ring)
+        return;
+    for (uint32_t w = 0; w < Q_R / 64; w++) {
+        for (uint64_t bits = q->nonempty[w]; bits; bits &= bits - 1) {
+            uint32_t bi = (w << 6) | (uint32_t)__builtin_ctzll(bits);
+            qvec_t *b = &q->ring[bi];
+            uint32_t keep = 0;
+            for (uint32_t i = 0; i < b->len; i++)
+                if (ent_valid(s, b->v[i].sid, b->v[i].gen))
+                    b->v[keep++] = b->v[i];
+            q->nring -= b->len - keep;
+            b->len = keep;
+            if (!keep)
+                q->nonempty[w] &= ~((uint64_t)1 << (bi & 63));
+        }
+    }
+}
+
+static void lbq_maybe_compact(const engage_sessionizer_t *s, lbq_t *q) {
+    if (q->nlen + q->nring > 2 * s->nopen + Q_SLACK)
+        lbq_compact(s, q);
+}
+
+/* Keeps the start queue's front entry valid, so min_open_start() is a read. */
 static void start_clean(engage_sessionizer_t *s) {
-    while (s->sh_len && !ent_valid(s, s->sh[0].sid, s->sh[0].gen))
-        start_pop(s);
+    lbq_t *q = &s->sq;
+    for (;;) {
+        lbq_settle(s, q);
+        if (!q->nlen || ent_valid(s, q->near[0].sid, q->near[0].gen))
+            return;
+        near_pop(q);
+    }
 }
 
-static int heaps_reserve(engage_sessionizer_t *s, size_t n) {
-    if (grow_array((void **)&s->ch, &s->ch_cap, s->ch_len + n, sizeof(*s->ch), 1024))
-        return -1;
-    if (grow_array((void **)&s->sh, &s->sh_cap, s->sh_len + n, sizeof(*s->sh), 1024))
-        return -1;
-    return 0;
+/* After sessions went away: bounds stale entries, then restores the start
+ * queue's valid front (compaction may empty the near heap). */
+static void queues_tidy(engage_sessionizer_t *s) {
+    lbq_maybe_compact(s, &s->cq);
+    lbq_maybe_compact(s, &s->sq);
+    start_clean(s);
 }
 
-/* Pushes fresh entries for block b in both heaps (room reserved). */
+/* Makes room to queue a session with close key due and start start. */
+static int entries_reserve(engage_sessionizer_t *s, int64_t due, int64_t start) {
+    return lbq_reserve(&s->cq, due) || lbq_reserve(&s->sq, start) ? -1 : 0;
+}
+
+/* Queues fresh entries for block b (room reserved). */
 static void push_entries(engage_sessionizer_t *s, const sblock_t *b) {
     uint32_t gen = s->sref[b->sid].gen;
-    close_ent_t ce = {sat_add(b->last, s->gap), b->start, b->user, b->sid, gen};
-    start_ent_t se = {b->start, b->sid, gen};
-    close_push(s, ce);
-    start_push(s, se);
+    qent_t ce = {sat_add(b->last, s->gap), b->start, b->user, b->sid, gen};
+    qent_t se = {b->start, 0, 0, b->sid, gen};
+    lbq_push(&s->cq, &ce);
+    lbq_push(&s->sq, &se);
+    if (!s->sq.nlen)
+        start_clean(s); /* the queue was empty: bring the entry to the front */
 }
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -468,19 +656,32 @@ void engage_sessionizer_destroy(engage_sessionizer_t *s) {
             b = n;
         }
     }
+    lbq_free(&s->cq);
+    lbq_free(&s->sq);
     free(s->sref);
     free(s->uhead);
     free(s->udirty);
     free(s->dirty);
     free(s->taken);
-    free(s->ch);
-    free(s->sh);
     free(s);
+}
+
+void engage_sessionizer_prefetch(const engage_sessionizer_t *s, uint32_t user,
+                                 uint64_t event_hash) {
+    if (user >= s->ucap)
+        return;
+    sref_tag_t r = s->uhead[user];
+    if (!r)
+        return;
+    const sblock_t *b = tag_blk(r);
+    __builtin_prefetch(b);
+    if (event_hash)
+        __builtin_prefetch(&b->slots[set_slot(event_hash, cls_cap(tag_cls(r)) - 1)]);
 }
 
 int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms,
                            uint64_t event_hash) {
-    if (users_reserve(s, user) || heaps_reserve(s, 1))
+    if (users_reserve(s, user))
         return -1;
 
     /* One pass: duplicate check against every open session of the user,
@@ -489,6 +690,7 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
     sblock_t *t = NULL;
     uint32_t nmatch = 0;
     uint64_t nhash = 1;
+    int64_t last = ts_ms;
     for (sref_tag_t r = s->uhead[user]; r;) {
         sblock_t *b = tag_blk(r);
         if (set_contains(b, tag_cls(r), event_hash))
@@ -498,11 +700,15 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
                 t = b;
             nmatch++;
             nhash += b->nset;
+            if (b->last > last)
+                last = b->last;
         }
         r = b->next;
     }
 
     if (!t) {
+        if (entries_reserve(s, sat_add(ts_ms, s->gap), ts_ms))
+            return -1;
         sblock_t *b = sess_alloc(s, user, 1);
         if (!b)
             return -1;
@@ -520,15 +726,15 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
         return 1;
     }
 
-    sblock_t *nt = set_reserve(s, t, nhash);
-    if (!nt)
+    /* Everything that can fail comes before the first change. */
+    int moves_start = ts_ms < t->start;
+    if (moves_start && entries_reserve(s, sat_add(last, s->gap), ts_ms))
         return -1;
-    if (nt != t) {
-        relink(s, user, t, nt);
-        t = nt;
-    }
+    t = set_reserve(s, t, nhash);
+    if (!t)
+        return -1;
     /* Merge the following matched sessions into the first one. The first
-     * has the lowest start, so its heap entries stay valid unless ts moves
+     * has the lowest start, so its queue entries stay valid unless ts moves
      * the start back. */
     for (uint32_t k = 1; k < nmatch; k++) {
         sblock_t *o = tag_blk(t->next);
@@ -539,48 +745,59 @@ int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms
         t->has_zero |= o->has_zero;
         uint64_t a = (uint64_t)t->actions + o->actions;
         t->actions = a > UINT32_MAX ? UINT32_MAX : (uint32_t)a;
-        if (o->last > t->last)
-            t->last = o->last;
         t->next = o->next;
         sess_release(s, o);
     }
     set_insert(t, event_hash);
     if (t->actions < UINT32_MAX)
         t->actions++;
-    if (ts_ms > t->last)
-        t->last = ts_ms;
-    int stale = nmatch > 1;
-    if (ts_ms < t->start) {
+    t->last = last;
+    if (moves_start) {
         t->start = ts_ms;
         s->sref[t->sid].gen++;
         push_entries(s, t);
-        stale = 1;
     }
-    if (stale)
-        start_clean(s);
+    if (nmatch > 1 || moves_start)
+        queues_tidy(s);
     mark_dirty(s, user);
     return 1;
 }
 
-/* Pops due sessions in key order; all != 0 ignores the watermark. */
+/* Closes due sessions in key order; all != 0 ignores the watermark. Stops
+ * early (leaving sessions open for a later call) only if re-queueing an
+ * extended session runs out of memory. */
 static size_t close_due(engage_sessionizer_t *s, int64_t watermark, int all,
                         engage_session_close_cb *cb, void *opaque) {
+    lbq_t *q = &s->cq;
     size_t n = 0;
-    while (s->ch_len) {
-        close_ent_t e = s->ch[0];
-        if (!all && e.due >= watermark)
+    for (;;) {
+        if (!q->nlen)
+            lbq_settle(s, q);
+        if (!q->nlen)
             break;
-        close_pop(s);
-        if (!ent_valid(s, e.sid, e.gen))
-            continue;
-        sblock_t *b = s->sref[e.sid].b;
-        int64_t due = sat_add(b->last, s->gap);
-        if (due != e.due) {
-            /* extended since the push: re-key (room exists: just popped) */
-            e.due = due;
-            close_push(s, e);
+        qent_t e = q->near[0];
+        if (!all && e.key >= watermark)
+            break;
+        if (!ent_valid(s, e.sid, e.gen)) {
+            near_pop(q);
             continue;
         }
+        sblock_t *b = s->sref[e.sid].b;
+        int64_t due = sat_add(b->last, s->gap);
+        if (due != e.key) {
+            /* extended since it was queued: re-queue with the real key */
+            e.key = due;
+            if (qslot(due) < q->front) {
+                near_sift_down(q, 0, e);
+            } else {
+                if (lbq_reserve(q, due))
+                    break;
+                near_pop(q);
+                lbq_push(q, &e);
+            }
+            continue;
+        }
+        near_pop(q);
         if (cb)
             cb(opaque, b->user, b->start, b->last, b->actions);
         uint32_t user = b->user;
@@ -592,7 +809,8 @@ static size_t close_due(engage_sessionizer_t *s, int64_t watermark, int all,
         mark_dirty(s, user);
         n++;
     }
-    start_clean(s);
+    if (n)
+        queues_tidy(s);
     return n;
 }
 
@@ -607,7 +825,7 @@ size_t engage_sessionizer_close_all(engage_sessionizer_t *s, engage_session_clos
 }
 
 int64_t engage_sessionizer_min_open_start(const engage_sessionizer_t *s) {
-    return s->sh_len ? s->sh[0].start : INT64_MAX;
+    return s->sq.nlen ? s->sq.near[0].key : INT64_MAX;
 }
 
 size_t engage_sessionizer_open_count(const engage_sessionizer_t *s) { return s->nopen; }
@@ -715,8 +933,9 @@ engage_err_t engage_sessionizer_load_user(engage_sessionizer_t *s, uint32_t user
                              "session state: %zu trailing bytes", len - off);
 
     /* Pass 2: build a detached list (blocks sized up front, so they never
-     * move once linked); on failure give it back. */
-    if (users_reserve(s, user) || heaps_reserve(s, nsess))
+     * move) and queue it; on failure release it, which turns its queue
+     * entries stale, and the user's old sessions are untouched. */
+    if (users_reserve(s, user))
         return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
     sref_tag_t head = 0;
     sref_tag_t *tail = &head;
@@ -748,12 +967,20 @@ engage_err_t engage_sessionizer_load_user(engage_sessionizer_t *s, uint32_t user
             set_insert(b, h);
         }
     }
+    for (sref_tag_t r = head; r && !err; r = tag_blk(r)->next) {
+        const sblock_t *b = tag_blk(r);
+        if (entries_reserve(s, sat_add(b->last, s->gap), b->start))
+            err = ENGAGE_ERR_NOMEM;
+        else
+            push_entries(s, b);
+    }
     if (err) {
         while (head) {
             sblock_t *b = tag_blk(head);
             head = b->next;
             sess_release(s, b);
         }
+        queues_tidy(s);
         if (err == ENGAGE_ERR_CORRUPT)
             return engage_seterr(err, errstr, errstr_size,
                                  "session state: duplicate event hash");
@@ -768,8 +995,6 @@ engage_err_t engage_sessionizer_load_user(engage_sessionizer_t *s, uint32_t user
         sess_release(s, b);
     }
     s->uhead[user] = head;
-    for (sref_tag_t r = head; r; r = tag_blk(r)->next)
-        push_entries(s, tag_blk(r));
-    start_clean(s);
+    queues_tidy(s);
     return ENGAGE_ERR_OK;
 }

@@ -44,6 +44,14 @@ void engage_sessionizer_destroy(engage_sessionizer_t *s);
 int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms,
                            uint64_t event_hash);
 
+/** Hint only, no effect on results: starts fetching the state that
+ *  engage_sessionizer_add(s, user, ..., event_hash) will read (the user's
+ *  first open session and the hash slot it probes), so the caller can
+ *  overlap the cache misses of several events (call it ~8 events ahead).
+ *  Unknown users are ignored. */
+void engage_sessionizer_prefetch(const engage_sessionizer_t *s, uint32_t user,
+                                 uint64_t event_hash);
+
 /** Closes every open session with last_ms + gap < watermark, calling cb for
  *  each (cb may be NULL). Closed sessions' users become dirty. Returns the
  *  number closed. O(k log n) for k closed; O(1) when none are due. */

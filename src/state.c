@@ -7,7 +7,7 @@
  * so callers free() them), and the option objects.
  *
  * Options: LZ4 block compression (state is mostly bitmaps and hash lists,
- * which compress well and cheaply), a small shared-nothing LRU block cache,
+ * which compress well and cheaply), a 32 MiB LRU block cache per store,
  * two background threads. Writes use the WAL without fsync: a crash of the
  * process loses nothing, a power loss may lose the last batches, which the
  * stored offsets make Kafka replay.
@@ -39,6 +39,9 @@ struct engage_state {
     rocksdb_readoptions_t *ropts;
     rocksdb_writebatch_t *wb;
     char *path;
+    engage_state_mirror_cb *mirror;
+    void *mirror_opaque;
+    int mirror_failed;
 };
 
 /* Moves a RocksDB error into errstr and frees it. Returns STATE. */
@@ -185,7 +188,7 @@ engage_err_t engage_state_iterate(engage_state_t *st, const void *prefix, size_t
     for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
-        if (kl < plen || memcmp(k, prefix, plen) != 0)
+        if (plen && (kl < plen || memcmp(k, prefix, plen) != 0))
             break;
         const char *v = rocksdb_iter_value(it, &vl);
         if (cb(opaque, k, kl, v, vl))
@@ -202,11 +205,29 @@ engage_err_t engage_state_iterate(engage_state_t *st, const void *prefix, size_t
 void engage_state_put(engage_state_t *st, const void *key, size_t klen, const void *val,
                       size_t vlen) {
     rocksdb_writebatch_put(st->wb, key, klen, val, vlen);
+    if (st->mirror && st->mirror(st->mirror_opaque, key, klen, val ? val : "", vlen))
+        st->mirror_failed = 1;
 }
 
 void engage_state_delete(engage_state_t *st, const void *key, size_t klen) {
     rocksdb_writebatch_delete(st->wb, key, klen);
+    if (st->mirror && st->mirror(st->mirror_opaque, key, klen, NULL, 0))
+        st->mirror_failed = 1;
 }
+
+void engage_state_set_mirror(engage_state_t *st, engage_state_mirror_cb *cb, void *opaque) {
+    st->mirror = cb;
+    st->mirror_opaque = opaque;
+    st->mirror_failed = 0;
+}
+
+int engage_state_mirror_failed(engage_state_t *st) {
+    int f = st->mirror_failed;
+    st->mirror_failed = 0;
+    return f;
+}
+
+void engage_state_discard(engage_state_t *st) { rocksdb_writebatch_clear(st->wb); }
 
 size_t engage_state_pending(const engage_state_t *st) {
     return (size_t)rocksdb_writebatch_count(st->wb);

@@ -46,6 +46,23 @@ void engage_state_put(engage_state_t *st, const void *key, size_t klen, const vo
                       size_t vlen);
 void engage_state_delete(engage_state_t *st, const void *key, size_t klen);
 
+/** Mirror callback: called for every put (val non-NULL) and delete (val
+ *  NULL) added to the pending batch, e.g. to write the same change to a
+ *  changelog topic. Returns 0, or non-zero if the mirror failed (remembered
+ *  until engage_state_mirror_failed() is called). Pointers are valid only
+ *  during the call. */
+typedef int(engage_state_mirror_cb)(void *opaque, const void *key, size_t klen,
+                                    const void *val, size_t vlen);
+
+/** Sets (cb non-NULL) or clears the mirror of st. */
+void engage_state_set_mirror(engage_state_t *st, engage_state_mirror_cb *cb, void *opaque);
+
+/** Returns 1 if a mirror call failed since the last call, and resets it. */
+int engage_state_mirror_failed(engage_state_t *st);
+
+/** Drops the pending batch without writing it. */
+void engage_state_discard(engage_state_t *st);
+
 /** Returns the number of operations in the pending batch. */
 size_t engage_state_pending(const engage_state_t *st);
 

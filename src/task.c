@@ -51,6 +51,8 @@ struct engage_task {
     int32_t finished;
     uint32_t dict_persisted;
     int meta_dirty;
+    uint32_t staged_dict;   /* dictionary count covered by the staged batch */
+    int32_t staged_cutoff;  /* days dropped once the staged batch is written */
 
     engage_buf_t buf;
     engage_buf_t key;
@@ -426,6 +428,13 @@ int engage_task_dirty(const engage_task_t *t) {
 }
 
 engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_size) {
+    engage_err_t err = engage_task_stage(t, errstr, errstr_size);
+    return err ? err : engage_task_commit_staged(t, errstr, errstr_size);
+}
+
+engage_state_t *engage_task_store(engage_task_t *t) { return t->st; }
+
+engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_size) {
     /* dictionary: ordinals assigned since the last persist */
     uint32_t n = engage_dict_count(t->dict);
     for (uint32_t o = t->dict_persisted; o < n; o++) {
@@ -487,13 +496,19 @@ engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_s
     engage_buf_put_u32(&t->buf, (uint32_t)t->finished);
     engage_buf_put_u64(&t->buf, XXH64(t->buf.p, t->buf.len, 0));
     engage_state_put(t->st, "m", 1, t->buf.p, t->buf.len);
+    t->staged_dict = n;
+    t->staged_cutoff = cutoff;
+    return ENGAGE_ERR_OK;
+}
+
+engage_err_t engage_task_commit_staged(engage_task_t *t, char *errstr, size_t errstr_size) {
     engage_err_t err = engage_state_commit(t->st, errstr, errstr_size);
     if (err)
         return err;
-    t->dict_persisted = n;
+    t->dict_persisted = t->staged_dict;
     t->meta_dirty = 0;
-    if (cutoff != INT32_MIN)
-        engage_daystore_drop_before(t->days, cutoff);
+    if (t->staged_cutoff != INT32_MIN)
+        engage_daystore_drop_before(t->days, t->staged_cutoff);
     return ENGAGE_ERR_OK;
 }
 

@@ -110,6 +110,18 @@ void engage_task_set_next_offset(engage_task_t *t, int64_t next_offset);
  *  Returns OK or STATE with errstr. */
 engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_size);
 
+/** Two-step persist for exactly-once: stage() puts every change since the
+ *  last persist and the next offset into the store's pending batch (so a
+ *  store mirror can copy them to a changelog inside a Kafka transaction);
+ *  commit_staged() writes that batch once the transaction committed. After a
+ *  failed transaction, close the task and reopen it instead. Both return OK
+ *  or STATE/NOMEM with errstr. */
+engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_size);
+engage_err_t engage_task_commit_staged(engage_task_t *t, char *errstr, size_t errstr_size);
+
+/** Returns the task's store (owned by the task), e.g. to set a mirror. */
+struct engage_state *engage_task_store(engage_task_t *t);
+
 /** Returns 1 if there are changes not yet persisted. */
 int engage_task_dirty(const engage_task_t *t);
 

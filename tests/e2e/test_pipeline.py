@@ -109,7 +109,7 @@ def test_replay_is_deterministic(make_pipeline, engage_bin, tmp_path):
 
 @pytest.mark.slow
 def test_crash_restart(make_pipeline, engage_bin, tmp_path):
-    events = gen(engage_bin, str(tmp_path / "gen.jsonl"), "--users", 20000, "--days", 60,
+    events = gen(engage_bin, str(tmp_path / "gen.jsonl"), "--users", 3000, "--days", 40,
                  "--partitions", 4, "--seed", 23, "--max-events", 200000)
     expected = oracle.compute(oracle.read_jsonl(events))
 

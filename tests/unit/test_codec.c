@@ -1018,6 +1018,203 @@ static void test_to_json_action_and_bad_utf8(void **state) {
     engage_decoder_destroy(d);
 }
 
+/* ---- reading outputs back (the compactor), SessionMetrics ------------------- */
+
+static void assert_daily_equal(const engage_daily_rec_t *a, const engage_daily_rec_t *b) {
+    assert_int_equal(a->day, b->day);
+    assert_int_equal(a->dau, b->dau);
+    assert_int_equal(a->wau, b->wau);
+    assert_int_equal(a->mau, b->mau);
+    assert_int_equal(a->sessions, b->sessions);
+    assert_int_equal(a->session_users, b->session_users);
+    assert_true(a->avg_duration_ms == b->avg_duration_ms);
+    assert_true(a->actions_per_session == b->actions_per_session);
+    assert_int_equal(a->has_iqr, b->has_iqr);
+    assert_true(a->duration_q1 == b->duration_q1 && a->duration_q3 == b->duration_q3);
+    assert_true(a->actions_q1 == b->actions_q1 && a->actions_q3 == b->actions_q3);
+    assert_true(a->duration_lower_fence == b->duration_lower_fence);
+    assert_true(a->duration_upper_fence == b->duration_upper_fence);
+    assert_true(a->actions_lower_fence == b->actions_lower_fence);
+    assert_true(a->actions_upper_fence == b->actions_upper_fence);
+    assert_int_equal(a->valid_sessions, b->valid_sessions);
+    assert_int_equal(a->valid_users, b->valid_users);
+    assert_true(a->valid_avg_duration_ms == b->valid_avg_duration_ms);
+    assert_true(a->valid_actions_per_session == b->valid_actions_per_session);
+    assert_int_equal(a->duration_outliers, b->duration_outliers);
+    assert_int_equal(a->actions_outliers, b->actions_outliers);
+}
+
+static void assert_metrics_equal(const engage_session_metrics_rec_t *a,
+                                 const engage_session_metrics_rec_t *b) {
+    assert_int_equal(a->day, b->day);
+    assert_int_equal(a->sessions, b->sessions);
+    assert_int_equal(a->has_quartiles, b->has_quartiles);
+    assert_true(a->duration_q1 == b->duration_q1 && a->duration_q3 == b->duration_q3);
+    assert_true(a->actions_q1 == b->actions_q1 && a->actions_q3 == b->actions_q3);
+    assert_true(a->duration_lower_fence == b->duration_lower_fence);
+    assert_true(a->duration_upper_fence == b->duration_upper_fence);
+    assert_true(a->actions_lower_fence == b->actions_lower_fence);
+    assert_true(a->actions_upper_fence == b->actions_upper_fence);
+    assert_int_equal(a->valid_sessions, b->valid_sessions);
+    assert_int_equal(a->valid_users, b->valid_users);
+    assert_true(a->valid_avg_duration_ms == b->valid_avg_duration_ms);
+    assert_true(a->valid_actions_per_session == b->valid_actions_per_session);
+    assert_int_equal(a->duration_outliers, b->duration_outliers);
+    assert_int_equal(a->actions_outliers, b->actions_outliers);
+    assert_true(a->iqr_multiplier == b->iqr_multiplier);
+}
+
+static void test_session_and_daily_decode(void **state) {
+    (void)state;
+    for (int confluent = 0; confluent <= 1; confluent++) {
+        engage_encoder_t *e = new_enc(confluent);
+        const void *b;
+        size_t n;
+        engage_session_rec_t s = sample_session(), sd;
+        assert_int_equal(engage_encode_session(e, &s, &b, &n), ENGAGE_ERR_OK);
+        memset(&sd, 0x55, sizeof(sd));
+        assert_int_equal(engage_decode_session(e, b, n, &sd), ENGAGE_ERR_OK);
+        assert_string_equal(sd.session_id, s.session_id);
+        assert_int_equal(sd.user_id_len, 6);
+        assert_memory_equal(sd.user_id, "user-1", 6);
+        assert_int_equal(sd.start_ms, s.start_ms);
+        assert_int_equal(sd.end_ms, s.end_ms);
+        assert_int_equal(sd.duration_ms, s.duration_ms);
+        assert_int_equal(sd.actions, s.actions);
+        assert_int_equal(sd.day, s.day);
+        /* a daily value is not a session */
+        engage_daily_rec_t dl = sample_daily(1), dn = sample_daily(0), dd;
+        assert_int_equal(engage_encode_daily(e, &dl, &b, &n), ENGAGE_ERR_OK);
+        assert_int_not_equal(engage_decode_session(e, b, n, &sd), ENGAGE_ERR_OK);
+        memset(&dd, 0x55, sizeof(dd));
+        assert_int_equal(engage_decode_daily(e, b, n, &dd), ENGAGE_ERR_OK);
+        assert_daily_equal(&dd, &dl);
+        assert_int_equal(engage_encode_daily(e, &dn, &b, &n), ENGAGE_ERR_OK);
+        assert_int_equal(engage_decode_daily(e, b, n, &dd), ENGAGE_ERR_OK);
+        assert_int_equal(dd.has_iqr, 0);
+        assert_int_equal(dd.sessions, dn.sessions);
+        assert_true(dd.avg_duration_ms == dn.avg_duration_ms);
+        assert_true(dd.duration_q1 == 0 && dd.valid_sessions == 0);
+        /* truncations fail cleanly */
+        unsigned char copy[512];
+        memcpy(copy, b, n);
+        for (size_t k = 0; k < n; k++)
+            assert_int_not_equal(engage_decode_daily(e, copy, k, &dd), ENGAGE_ERR_OK);
+        engage_encoder_destroy(e);
+    }
+}
+
+static engage_session_metrics_rec_t sample_metrics(int has) {
+    engage_session_metrics_rec_t r = {.day = 20454,
+                                      .sessions = 12,
+                                      .has_quartiles = has,
+                                      .duration_q1 = 180000,
+                                      .duration_q3 = 300000.25,
+                                      .actions_q1 = 4,
+                                      .actions_q3 = 6.75,
+                                      .duration_lower_fence = -0.5,
+                                      .duration_upper_fence = 480000,
+                                      .actions_lower_fence = 1,
+                                      .actions_upper_fence = 9,
+                                      .valid_sessions = 10,
+                                      .valid_users = 9,
+                                      .valid_avg_duration_ms = 1.0 / 3.0,
+                                      .valid_actions_per_session = 4.8,
+                                      .duration_outliers = 1,
+                                      .actions_outliers = 2,
+                                      .iqr_multiplier = 1.5};
+    if (!has) {
+        r.duration_q1 = r.duration_q3 = r.actions_q1 = r.actions_q3 = 0;
+        r.duration_lower_fence = r.duration_upper_fence = 0;
+        r.actions_lower_fence = r.actions_upper_fence = 0;
+    }
+    return r;
+}
+
+static void test_session_metrics_roundtrip(void **state) {
+    (void)state;
+    for (int confluent = 0; confluent <= 1; confluent++) {
+        engage_encoder_t *e = new_enc(confluent), *e2 = new_enc(confluent);
+        const void *b;
+        size_t n;
+        unsigned char first[512];
+        size_t flen;
+        engage_session_metrics_rec_t r = sample_metrics(1), q;
+        assert_int_equal(engage_encode_session_metrics(e, &r, &b, &n), ENGAGE_ERR_OK);
+        assert_true(n < sizeof(first));
+        memcpy(first, b, n);
+        flen = n;
+        if (confluent) { /* default id 104 until set */
+            assert_int_equal(((const unsigned char *)b)[4], 104);
+            assert_int_equal(engage_encoder_set_schema_id(e, ENGAGE_KIND_SESSION_METRICS, 321),
+                             ENGAGE_ERR_OK);
+            assert_int_equal(engage_encode_session_metrics(e, &r, &b, &n), ENGAGE_ERR_OK);
+            const unsigned char *u = b;
+            assert_int_equal((u[3] << 8) | u[4], 321);
+            assert_memory_equal((const unsigned char *)b + 5, first + 5, n - 5);
+        }
+        /* deterministic across encoders and after other records */
+        engage_session_metrics_rec_t rn = sample_metrics(0);
+        assert_int_equal(engage_encode_session_metrics(e2, &rn, &b, &n), ENGAGE_ERR_OK);
+        assert_int_equal(engage_encode_session_metrics(e2, &r, &b, &n), ENGAGE_ERR_OK);
+        assert_int_equal(n, flen);
+        if (confluent)
+            assert_memory_equal((const unsigned char *)b + 5, first + 5, n - 5);
+        else
+            assert_memory_equal(b, first, n);
+        memset(&q, 0x55, sizeof(q));
+        assert_int_equal(engage_decode_session_metrics(e2, b, n, &q), ENGAGE_ERR_OK);
+        assert_metrics_equal(&q, &r);
+        /* null quartiles: 8 doubles fewer */
+        assert_int_equal(engage_encode_session_metrics(e2, &rn, &b, &n), ENGAGE_ERR_OK);
+        assert_int_equal(n, flen - 8 * 8);
+        assert_int_equal(engage_decode_session_metrics(e2, b, n, &q), ENGAGE_ERR_OK);
+        assert_metrics_equal(&q, &rn);
+        json_t *j = to_json(e2, ENGAGE_KIND_SESSION_METRICS, b, n);
+        assert_int_equal(json_object_size(j), 17);
+        assert_true(json_is_null(json_object_get(j, "duration_q1")));
+        assert_true(json_is_null(json_object_get(j, "actions_upper_fence")));
+        json_decref(j);
+        /* truncated and trailing bytes, wrong kind */
+        unsigned char copy[520];
+        memcpy(copy, b, n);
+        for (size_t k = 0; k < n; k++)
+            assert_int_not_equal(engage_decode_session_metrics(e2, copy, k, &q), ENGAGE_ERR_OK);
+        copy[n] = 0;
+        assert_int_equal(engage_decode_session_metrics(e2, copy, n + 1, &q), ENGAGE_ERR_BAD_AVRO);
+        engage_partial_rec_t p = sample_partial();
+        assert_int_equal(engage_encode_partial(e2, &p, &b, &n), ENGAGE_ERR_OK);
+        assert_int_not_equal(engage_decode_session_metrics(e2, b, n, &q), ENGAGE_ERR_OK);
+        assert_int_equal(engage_encoder_set_schema_id(e2, ENGAGE_KIND_USER_ACTION, 1),
+                         ENGAGE_ERR_INVALID_ARG);
+        assert_int_equal(engage_encoder_set_schema_id(e2, ENGAGE_KIND_DAILY, -1),
+                         ENGAGE_ERR_INVALID_ARG);
+        engage_encoder_destroy(e);
+        engage_encoder_destroy(e2);
+    }
+    /* JSON field names and values */
+    engage_encoder_t *e = new_enc(1);
+    const void *b;
+    size_t n;
+    engage_session_metrics_rec_t r = sample_metrics(1);
+    assert_int_equal(engage_encode_session_metrics(e, &r, &b, &n), ENGAGE_ERR_OK);
+    json_t *j = to_json(e, ENGAGE_KIND_SESSION_METRICS, b, n);
+    assert_jstr(j, "date", "2026-01-01");
+    assert_jint(j, "sessions", 12);
+    assert_jreal(j, "duration_q3", 300000.25);
+    assert_jreal(j, "actions_q3", 6.75);
+    assert_jreal(j, "duration_lower_fence", -0.5);
+    assert_jint(j, "valid_sessions", 10);
+    assert_jint(j, "valid_users", 9);
+    assert_jreal(j, "valid_avg_duration_ms", 1.0 / 3.0);
+    assert_jreal(j, "valid_actions_per_session", 4.8);
+    assert_jint(j, "duration_outliers", 1);
+    assert_jint(j, "actions_outliers", 2);
+    assert_jreal(j, "iqr_multiplier", 1.5);
+    json_decref(j);
+    engage_encoder_destroy(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_confluent),
@@ -1037,6 +1234,8 @@ int main(void) {
         cmocka_unit_test(test_partial_roundtrip),
         cmocka_unit_test(test_to_json_outputs),
         cmocka_unit_test(test_to_json_action_and_bad_utf8),
+        cmocka_unit_test(test_session_and_daily_decode),
+        cmocka_unit_test(test_session_metrics_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

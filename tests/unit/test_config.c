@@ -57,7 +57,9 @@ static void assert_conf_equal(const engage_conf_t *a, const engage_conf_t *b) {
     I_(output_schema_id_session); I_(output_schema_id_daily); I_(output_schema_id_partial);
     I_(session_gap_ms); I_(grace_ms); I_(max_skew_ms); I_(min_timestamp_ms);
     I_(max_user_id_bytes); S_(state_dir); I_(batch_size); I_(batch_timeout_ms);
-    I_(until_end); S_(log_level);
+    I_(until_end); S_(log_level); S_(topic_session_metrics);
+    I_(output_schema_id_session_metrics);
+    assert_true(a->iqr_multiplier == b->iqr_multiplier);
 #undef S_
 #undef I_
 }
@@ -92,6 +94,9 @@ static void test_defaults(void **s) {
     assert_int_equal(c->checkpoint_records, 100000);
     assert_int_equal(c->until_end, 0);
     assert_string_equal(c->log_level, "info");
+    assert_string_equal(c->topic_session_metrics, "session-metrics");
+    assert_int_equal(c->output_schema_id_session_metrics, 104);
+    assert_true(c->iqr_multiplier == 1.5);
     assert_int_equal(c->kafka_cnt, 0);
     engage_conf_destroy(c);
     engage_conf_destroy(NULL);
@@ -150,6 +155,31 @@ static void test_set_and_validate(void **s) {
     assert_int_equal(engage_conf_set(c, "input.schemas", "1=a.avsc,", errstr, sizeof(errstr)),
                      ENGAGE_ERR_CONFIG);
     assert_int_equal(engage_conf_set(c, "input.schemas", "x=a.avsc", errstr, sizeof(errstr)),
+                     ENGAGE_ERR_CONFIG);
+    /* doubles: finite, in range, nothing after the number */
+    assert_int_equal(engage_conf_set(c, "compact.iqr.multiplier", "3", errstr, sizeof(errstr)),
+                     0);
+    assert_true(c->iqr_multiplier == 3.0);
+    assert_int_equal(engage_conf_set(c, "compact.iqr.multiplier", "0.25", errstr,
+                                     sizeof(errstr)),
+                     0);
+    assert_true(c->iqr_multiplier == 0.25);
+    assert_int_equal(engage_conf_set(c, "compact.iqr.multiplier", "0", errstr, sizeof(errstr)),
+                     0);
+    assert_true(c->iqr_multiplier == 0.0);
+    const char *bad_doubles[] = {"-0.5", "101", "1.5x", "", " 1", "nan", "inf", "1e999"};
+    for (size_t i = 0; i < sizeof(bad_doubles) / sizeof(bad_doubles[0]); i++) {
+        assert_int_equal(engage_conf_set(c, "compact.iqr.multiplier", bad_doubles[i], errstr,
+                                         sizeof(errstr)),
+                         ENGAGE_ERR_CONFIG);
+        assert_non_null(strstr(errstr, "compact.iqr.multiplier"));
+    }
+    assert_true(c->iqr_multiplier == 0.0); /* unchanged by the failures */
+    assert_int_equal(engage_conf_set(c, "topic.session_metrics", "sm", errstr, sizeof(errstr)),
+                     0);
+    assert_string_equal(c->topic_session_metrics, "sm");
+    assert_int_equal(engage_conf_set(c, "topic.session_metrics", "s m", errstr,
+                                     sizeof(errstr)),
                      ENGAGE_ERR_CONFIG);
     engage_conf_destroy(c);
 }

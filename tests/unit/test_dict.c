@@ -20,6 +20,7 @@ static void test_basic(void **state) {
     engage_dict_t *d = engage_dict_new();
     assert_non_null(d);
     assert_int_equal(engage_dict_count(d), 0);
+    engage_dict_prefetch(d, "alice", 5); /* a hint: no effect */
     uint32_t ord = 99;
     int is_new = -1;
     assert_int_equal(engage_dict_lookup(d, "alice", 5, &ord), 0);

@@ -706,6 +706,20 @@ static void test_random_with_restart(void **state) {
         run_random(seed, 20, 80, 1000, 700, 1);
 }
 
+static void test_prefetch_is_harmless(void **state) {
+    (void)state;
+    engage_sessionizer_t *s = engage_sessionizer_new(GAP);
+    engage_sessionizer_prefetch(s, 0, 1);          /* nothing allocated yet */
+    engage_sessionizer_prefetch(s, UINT32_MAX, 1); /* unknown user */
+    assert_int_equal(engage_sessionizer_add(s, 4, 100, 9), 1);
+    engage_sessionizer_prefetch(s, 4, 9);
+    engage_sessionizer_prefetch(s, 4, 0);
+    engage_sessionizer_prefetch(s, 3, 9);
+    assert_int_equal(engage_sessionizer_add(s, 4, 100, 9), 0);
+    assert_int_equal(engage_sessionizer_open_count(s), 1);
+    engage_sessionizer_destroy(s);
+}
+
 static void test_new_rejects_bad_gap(void **state) {
     (void)state;
     assert_null(engage_sessionizer_new(0));
@@ -728,6 +742,7 @@ int main(void) {
         cmocka_unit_test(test_load_corrupt),
         cmocka_unit_test(test_random_vs_reference),
         cmocka_unit_test(test_random_with_restart),
+        cmocka_unit_test(test_prefetch_is_harmless),
         cmocka_unit_test(test_new_rejects_bad_gap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

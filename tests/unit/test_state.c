@@ -182,6 +182,11 @@ static void test_iterate_prefix(void **state) {
     assert_key(&c, 0, "o\xff", 2);
     assert_key(&c, 9, "\xff\xff\x01", 3);
 
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(engage_state_iterate(st, NULL, 0, collect_cb, &c, err, sizeof(err)),
+                     ENGAGE_ERR_OK);
+    assert_int_equal(c.n, 10);
+
     /* the callback stops the walk */
     memset(&c, 0, sizeof(c));
     c.stop_after = 2;
