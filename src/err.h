@@ -28,7 +28,8 @@
     X(BAD_USER_ID, "empty user id or user id over the size limit",             \
       "bad_user_id")                                                           \
     X(KEY_MISMATCH, "record key differs from user id", "key_mismatch")         \
-    X(TS_RANGE, "timestamp out of range", "timestamp_out_of_range")
+    X(TS_RANGE, "timestamp out of range", "timestamp_out_of_range")            \
+    X(INCOMPLETE, "input incomplete", NULL)
 
 typedef enum {
 #define ENGAGE_ERR_ENUM_(name, desc, reason) ENGAGE_ERR_##name,

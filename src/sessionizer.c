@@ -63,7 +63,7 @@
 #define KEEP_CLS 5
 
 #define Q_WSHIFT 6  /* 64 ms per slot */
-#define Q_RBITS 16  /* 65536 buckets: one ring turn is ~70 minutes */
+#define Q_RBITS 14  /* 16384 buckets (256 KiB): one ring turn is ~17 minutes */
 #define Q_R (1u << Q_RBITS)
 #define Q_MASK (Q_R - 1)
 #define Q_D 4             /* near heap arity */
@@ -118,7 +118,8 @@ typedef struct lbq {
     qent_t *near; /* heap of entries with slot < front */
     size_t nlen, ncap;
     qvec_t *ring;       /* Q_R buckets, allocated on first use */
-    uint64_t *nonempty; /* Q_R bits */
+    uint64_t *nonempty; /* Q_R bits: bucket holds entries */
+    uint64_t *hascap;   /* Q_R bits: bucket owns memory */
     size_t nring;       /* entries in the ring */
     uint64_t front;     /* slot number */
 } lbq_t;
@@ -349,10 +350,12 @@ static void near_heapify(lbq_t *q) {
 
 static void lbq_free(lbq_t *q) {
     if (q->ring)
-        for (uint32_t i = 0; i < Q_R; i++)
-            free(q->ring[i].v);
+        for (uint32_t w = 0; w < Q_R / 64; w++)
+            for (uint64_t bits = q->hascap[w]; bits; bits &= bits - 1)
+                free(q->ring[(w << 6) | (uint32_t)__builtin_ctzll(bits)].v);
     free(q->ring);
     free(q->nonempty);
+    free(q->hascap);
     free(q->near);
 }
 
@@ -372,15 +375,18 @@ static int lbq_reserve(lbq_t *q, int64_t key) {
     if (!q->ring) {
         q->ring = calloc(Q_R, sizeof(*q->ring));
         q->nonempty = calloc(Q_R / 64, sizeof(*q->nonempty));
-        if (!q->ring || !q->nonempty) {
+        q->hascap = calloc(Q_R / 64, sizeof(*q->hascap));
+        if (!q->ring || !q->nonempty || !q->hascap) {
             free(q->ring);
             free(q->nonempty);
+            free(q->hascap);
             q->ring = NULL;
-            q->nonempty = NULL;
+            q->nonempty = q->hascap = NULL;
             return -1;
         }
     }
-    qvec_t *b = &q->ring[sl & Q_MASK];
+    uint32_t bi = (uint32_t)(sl & Q_MASK);
+    qvec_t *b = &q->ring[bi];
     if (b->len == b->cap) {
         if (b->cap >= UINT32_MAX / 2)
             return -1;
@@ -390,6 +396,7 @@ static int lbq_reserve(lbq_t *q, int64_t key) {
             return -1;
         b->v = nv;
         b->cap = ncap;
+        q->hascap[bi >> 6] |= (uint64_t)1 << (bi & 63);
     }
     return grow_array((void **)&q->near, &q->ncap, b->cap, sizeof(qent_t), 256);
 }

@@ -706,6 +706,76 @@ static void test_random_with_restart(void **state) {
         run_random(seed, 20, 80, 1000, 700, 1);
 }
 
+/* One user's session never ends (the oldest start stays put) while many
+ * short sessions of other users come and go: stale queue entries must be
+ * dropped (compaction) without disturbing order or min_open_start. */
+static void test_long_session_and_churn(void **state) {
+    (void)state;
+    const int64_t gap = 1000;
+    engage_sessionizer_t *s = engage_sessionizer_new(gap);
+    sink_t k = {0};
+    uint64_t h = 1;
+    size_t expect_closed = 0;
+    for (int64_t t = 0; t < 400000; t += 50) {
+        if (t % 500 == 0)
+            assert_int_equal(engage_sessionizer_add(s, 0, t, h++), 1);
+        uint32_t u = 1 + (uint32_t)((t / 50) % 5000);
+        assert_int_equal(engage_sessionizer_add(s, u, t, h++), 1);
+        size_t before = k.n;
+        engage_sessionizer_close(s, t - 10, sink_cb, &k);
+        for (size_t i = before; i < k.n; i++)
+            assert_true(k.v[i].user != 0);
+        assert_int_equal(engage_sessionizer_min_open_start(s), 0);
+        /* sessions of users != 0 are single events closed gap + 10 later */
+        expect_closed = (size_t)(t >= gap + 10 ? (t - gap - 10) / 50 : 0);
+        if (t > 2 * gap)
+            assert_true(k.n + 2 >= expect_closed);
+    }
+    assert_int_equal(engage_sessionizer_open_count(s), 1 + 1010 / 50 + 1);
+    for (size_t i = 1; i < k.n; i++)
+        assert_true(key_cmp(&k.v[i - 1], &k.v[i], gap) < 0);
+    size_t n = engage_sessionizer_close_all(s, sink_cb, &k);
+    assert_int_equal(n, 1 + 1010 / 50 + 1);
+    assert_int_equal(engage_sessionizer_min_open_start(s), INT64_MAX);
+    int found = 0;
+    for (size_t i = k.n - n; i < k.n; i++) {
+        if (k.v[i].user == 0) {
+            assert_closed(&k.v[i], 0, 0, 399500, 800);
+            found = 1;
+        }
+    }
+    assert_true(found);
+    /* reusable after everything closed, with times far in the past */
+    assert_int_equal(engage_sessionizer_add(s, 3, -5000000, 1), 1);
+    assert_int_equal(engage_sessionizer_add(s, 4, 7000000000LL, 1), 1);
+    assert_int_equal(engage_sessionizer_min_open_start(s), -5000000);
+    size_t before = k.n;
+    assert_int_equal(engage_sessionizer_close(s, 0, sink_cb, &k), 1);
+    assert_closed(&k.v[before], 3, -5000000, -5000000, 1);
+    assert_int_equal(engage_sessionizer_min_open_start(s), 7000000000LL);
+    free(k.v);
+    engage_sessionizer_destroy(s);
+}
+
+static void test_extreme_timestamps(void **state) {
+    (void)state;
+    engage_sessionizer_t *s = engage_sessionizer_new(GAP);
+    assert_int_equal(engage_sessionizer_add(s, 1, INT64_MAX - 5, 1), 1);
+    assert_int_equal(engage_sessionizer_add(s, 1, INT64_MAX, 2), 1);
+    assert_int_equal(engage_sessionizer_add(s, 2, INT64_MIN, 1), 1);
+    assert_int_equal(engage_sessionizer_add(s, 2, INT64_MIN + 7, 2), 1);
+    assert_int_equal(engage_sessionizer_open_count(s), 2);
+    assert_int_equal(engage_sessionizer_min_open_start(s), INT64_MIN);
+    sink_t k = {0};
+    /* user 2 is due at INT64_MIN + 7 + GAP; user 1 saturates at INT64_MAX */
+    assert_int_equal(engage_sessionizer_close(s, INT64_MAX, sink_cb, &k), 1);
+    assert_closed(&k.v[0], 2, INT64_MIN, INT64_MIN + 7, 2);
+    assert_int_equal(engage_sessionizer_close_all(s, sink_cb, &k), 1);
+    assert_closed(&k.v[1], 1, INT64_MAX - 5, INT64_MAX, 2);
+    free(k.v);
+    engage_sessionizer_destroy(s);
+}
+
 static void test_prefetch_is_harmless(void **state) {
     (void)state;
     engage_sessionizer_t *s = engage_sessionizer_new(GAP);
@@ -742,6 +812,8 @@ int main(void) {
         cmocka_unit_test(test_load_corrupt),
         cmocka_unit_test(test_random_vs_reference),
         cmocka_unit_test(test_random_with_restart),
+        cmocka_unit_test(test_long_session_and_churn),
+        cmocka_unit_test(test_extreme_timestamps),
         cmocka_unit_test(test_prefetch_is_harmless),
         cmocka_unit_test(test_new_rejects_bad_gap),
     };
