@@ -20,6 +20,7 @@ int engage_cmd_demo(int argc, char **argv);    /* demo.c */
 int engage_cmd_gen(int argc, char **argv);     /* gen.c */
 int engage_cmd_produce(int argc, char **argv); /* produce.c */
 int engage_cmd_dump(int argc, char **argv);    /* dump.c */
+int engage_cmd_compact(int argc, char **argv); /* compactor.c */
 
 /** Parses the options common to commands that talk to Kafka:
  *  -c FILE (config file), -X key=value (repeatable), -b BROKERS

@@ -30,6 +30,7 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,16 +139,18 @@ static void pday_free(pday_t *d) {
     free(d);
 }
 
+typedef struct comp comp_t;
+
 /* A topic read to its end offsets (bounded) or followed (continuous). */
 typedef struct treader {
     const char *topic;
     int32_t nparts;
     int64_t *end; /* per partition; -1 = no end (continuous) */
     int *done;    /* per partition (bounded) */
-    int (*handle)(struct comp *c, const rd_kafka_message_t *m);
+    int (*handle)(comp_t *c, const rd_kafka_message_t *m);
 } treader_t;
 
-typedef struct comp {
+struct comp {
     const engage_conf_t *conf;
     const engage_compact_opts_t *opts;
     volatile sig_atomic_t *stop;
@@ -162,9 +165,9 @@ typedef struct comp {
     size_t nres, res_cap;
     engage_compact_stats_t st;
     volatile int delivery_failed;
-    int fatal;
+    int fatal; /* the engage_err_t of the first failure, 0 while none */
     char errmsg[1024];
-} comp_t;
+};
 
 static int fail(comp_t *c, engage_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -473,21 +476,24 @@ static int user_sets(const engage_conf_t *conf, const char *name) {
     return 0;
 }
 
-/* Partition count of topic: > 0, 0 when it does not exist, -1 on error. */
+/* Partition count of topic: > 0, 0 when it does not exist, -1 on error.
+ * Asks for all topics: a request naming the topic could auto-create it. */
 static int32_t topic_partitions(comp_t *c, rd_kafka_t *rk, const char *topic) {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, META_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, META_TIMEOUT_MS);
     if (err)
         return fail(c, ENGAGE_ERR_KAFKA, "metadata for %s: %s", topic, rd_kafka_err2str(err));
     int32_t cnt = 0;
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-        cnt = md->topics[0].partition_cnt;
-    else if (md->topic_cnt == 1 &&
-             md->topics[0].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-        cnt = fail(c, ENGAGE_ERR_KAFKA, "metadata for %s: %s", topic,
-                   rd_kafka_err2str(md->topics[0].err));
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic))
+            continue;
+        if (!md->topics[i].err)
+            cnt = md->topics[i].partition_cnt;
+        else if (md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            cnt = fail(c, ENGAGE_ERR_KAFKA, "metadata for %s: %s", topic,
+                       rd_kafka_err2str(md->topics[i].err));
+        break;
+    }
     rd_kafka_metadata_destroy(md);
     return cnt;
 }

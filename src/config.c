@@ -150,6 +150,13 @@ static const prop_t props[] = {
      "state.dir, so it is stable across restarts of one instance and distinct "
      "between instances.",
      OFF(transactional_id)},
+    {"idle.timeout.ms", PT_INT, "60000", 0, 86400000LL, NULL, NULL,
+     "Live runs: an input partition that is caught up and receives nothing for "
+     "this long (wall-clock time) stops holding days back: its watermark follows "
+     "the latest day that other partitions have made final (learned from the "
+     "partials topic). 0 disables. Bounded runs (--until-end) never use it, so "
+     "replays stay deterministic.",
+     OFF(idle_timeout_ms)},
     {"checkpoint.records", PT_INT, "100000", 1, 100000000, NULL, NULL,
      "Input records between checkpoints (wait for output delivery, write state "
      "and offsets). A checkpoint also happens whenever the consumer is caught up. "

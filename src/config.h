@@ -56,6 +56,7 @@ typedef struct engage_conf {
     int64_t checkpoint_records; /* checkpoint.records, default 100000 */
     char *processing_guarantee; /* processing.guarantee: exactly_once | at_least_once */
     char *transactional_id;     /* transactional.id, default "" = derived */
+    int64_t idle_timeout_ms;    /* idle.timeout.ms, default 60000, 0 = off */
     int until_end;            /* run.until_end (bool), default 0; --until-end */
     char *log_level;          /* log.level: debug|info|warn|error, default info */
     /* compactor (engage compact) */

@@ -1,7 +1,9 @@
 /*
  * demo.c - `engage demo`: the embedded default. Starts librdkafka's mock
  * cluster in-process, produces generated (or given) events, runs the real
- * processor bounded, and prints the per-day metrics it emitted.
+ * processor bounded, then the compactor once (bounded), and prints the
+ * per-day metrics they emitted: DailyMetrics joined by date with the
+ * SessionMetrics (IQR-filtered) fields.
  *
  * The mock cluster keeps only about 5 MB per partition and silently evicts
  * older records, so the demo refuses inputs that would not fit instead of
@@ -20,8 +22,10 @@
 
 #include "codec.h"
 #include "commands.h"
+#include "compactor.h"
 #include "config.h"
 #include "log.h"
+#include "timeutil.h"
 
 /* ~5 MB per partition at roughly 100-130 bytes per record, with margin */
 #define DEMO_MAX_RECORDS_PER_PARTITION 30000
@@ -43,9 +47,73 @@ static int64_t topic_records(rd_kafka_t *rk, const char *topic, int parts) {
     return total;
 }
 
-/* Reads every daily-metrics record and prints it. Returns days printed or -1. */
+/* The compactor's records, collected through its on_emit callback. */
+typedef struct metrics_list {
+    engage_session_metrics_rec_t *r;
+    size_t n, cap;
+    int oom;
+} metrics_list_t;
+
+static void collect_metrics(void *opaque, const engage_session_metrics_rec_t *r) {
+    metrics_list_t *l = opaque;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        engage_session_metrics_rec_t *nr = realloc(l->r, ncap * sizeof(*nr));
+        if (!nr) {
+            l->oom = 1;
+            return;
+        }
+        l->r = nr;
+        l->cap = ncap;
+    }
+    l->r[l->n++] = *r;
+}
+
+static const engage_session_metrics_rec_t *find_metrics(const metrics_list_t *l,
+                                                        const char *date) {
+    int32_t day;
+    if (!date || engage_day_parse(date, &day))
+        return NULL;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->r[i].day == day)
+            return &l->r[i];
+    return NULL;
+}
+
+/* Appends the SessionMetrics fields (same names as the Avro record) to out;
+ * all null when the day has no record. */
+static void add_metrics_json(json_t *out, const engage_session_metrics_rec_t *m) {
+    const char *qnames[] = {"duration_q1",          "duration_q3",
+                            "actions_q1",           "actions_q3",
+                            "duration_lower_fence", "duration_upper_fence",
+                            "actions_lower_fence",  "actions_upper_fence"};
+    double qv[8] = {0};
+    if (m) {
+        double t[8] = {m->duration_q1,          m->duration_q3,          m->actions_q1,
+                       m->actions_q3,           m->duration_lower_fence, m->duration_upper_fence,
+                       m->actions_lower_fence,  m->actions_upper_fence};
+        memcpy(qv, t, sizeof(qv));
+    }
+    for (int i = 0; i < 8; i++)
+        json_object_set_new(out, qnames[i],
+                            m && m->has_quartiles ? json_real(qv[i]) : json_null());
+    json_object_set_new(out, "valid_sessions", m ? json_integer(m->valid_sessions) : json_null());
+    json_object_set_new(out, "valid_users", m ? json_integer(m->valid_users) : json_null());
+    json_object_set_new(out, "valid_avg_duration_ms",
+                        m ? json_real(m->valid_avg_duration_ms) : json_null());
+    json_object_set_new(out, "valid_actions_per_session",
+                        m ? json_real(m->valid_actions_per_session) : json_null());
+    json_object_set_new(out, "duration_outliers",
+                        m ? json_integer(m->duration_outliers) : json_null());
+    json_object_set_new(out, "actions_outliers",
+                        m ? json_integer(m->actions_outliers) : json_null());
+    json_object_set_new(out, "iqr_multiplier", m ? json_real(m->iqr_multiplier) : json_null());
+}
+
+/* Reads every daily-metrics record and prints it with the day's session
+ * metrics. Returns days printed or -1. */
 static int print_daily(const engage_conf_t *conf, const char *bootstraps, int as_json,
-                       int64_t *dead, int64_t *late, int parts) {
+                       int64_t *dead, int64_t *late, int parts, const metrics_list_t *ml) {
     char errstr[512];
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     if (rd_kafka_conf_set(kc, "bootstrap.servers", bootstraps, errstr, sizeof(errstr)) ||
@@ -76,8 +144,9 @@ static int print_daily(const engage_conf_t *conf, const char *bootstraps, int as
     rd_kafka_topic_partition_list_destroy(l);
     int days = 0;
     if (!as_json)
-        printf("%-10s %8s %8s %8s %9s %9s %12s %16s\n", "date", "DAU", "WAU", "MAU",
-               "sessions", "sess.users", "avg_dur_s", "actions/session");
+        printf("%-10s %8s %8s %8s %9s %9s %12s %16s %9s %12s %11s\n", "date", "DAU", "WAU",
+               "MAU", "sessions", "sess.users", "avg_dur_s", "actions/session", "valid",
+               "valid_dur_s", "valid_act/s");
     for (int idle = 0; idle < 100;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m) {
@@ -102,14 +171,18 @@ static int print_daily(const engage_conf_t *conf, const char *bootstraps, int as
                                           "actions_per_session"};
                     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
                         json_object_set(out, keys[k], json_object_get(o, keys[k]));
+                    add_metrics_json(out, find_metrics(ml, json_string_value(
+                                                               json_object_get(o, "date"))));
                     char *line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER |
                                                      JSON_REAL_PRECISION(17));
                     printf("%s\n", line);
                     free(line);
                     json_decref(out);
                 } else {
+                    const engage_session_metrics_rec_t *sm =
+                        find_metrics(ml, json_string_value(json_object_get(o, "date")));
                     printf("%-10s %8" PRId64 " %8" PRId64 " %8" PRId64 " %9" PRId64
-                           " %9" PRId64 " %12.1f %16.2f\n",
+                           " %9" PRId64 " %12.1f %16.2f",
                            json_string_value(json_object_get(o, "date")),
                            (int64_t)json_integer_value(json_object_get(o, "dau")),
                            (int64_t)json_integer_value(json_object_get(o, "wau")),
@@ -118,6 +191,12 @@ static int print_daily(const engage_conf_t *conf, const char *bootstraps, int as
                            (int64_t)json_integer_value(json_object_get(o, "session_users")),
                            json_number_value(json_object_get(o, "avg_duration_ms")) / 1000.0,
                            json_number_value(json_object_get(o, "actions_per_session")));
+                    if (sm)
+                        printf(" %9" PRId64 " %12.1f %11.2f\n", sm->valid_sessions,
+                               sm->valid_avg_duration_ms / 1000.0,
+                               sm->valid_actions_per_session);
+                    else
+                        printf(" %9s %12s %11s\n", "-", "-", "-");
                 }
                 json_decref(o);
             }
@@ -138,8 +217,10 @@ static void usage(FILE *fp) {
     fprintf(fp,
             "usage: engage demo [--events FILE.jsonl] [--partitions N] [--json]\n"
             "                   [--users N] [--days N] [--seed N] [-X key=value]...\n"
-            "Runs the whole pipeline on an in-process mock Kafka cluster (no broker needed)\n"
-            "and prints per-day metrics: a table, or with --json one JSON object per day.\n");
+            "Runs the whole pipeline on an in-process mock Kafka cluster (no broker needed):\n"
+            "the processor, then the compactor once, and prints per-day metrics: a table,\n"
+            "or with --json one JSON object per day (DailyMetrics fields, then the\n"
+            "SessionMetrics fields of docs/COMPACTOR.md).\n");
 }
 
 int engage_cmd_demo(int argc, char **argv) {
@@ -157,6 +238,7 @@ int engage_cmd_demo(int argc, char **argv) {
     int have_dir = 0;
     int rest_argc = 0;
     char **rest = NULL;
+    metrics_list_t metrics = {0};
 
     if (engage_cli_common(conf, argc, argv, &rest_argc, &rest, errstr, sizeof(errstr))) {
         fprintf(stderr, "engage demo: %s\n", errstr);
@@ -251,6 +333,7 @@ int engage_cmd_demo(int argc, char **argv) {
     rd_kafka_mock_topic_create(mc, conf->topic_late, partitions, 1);
     rd_kafka_mock_topic_create(mc, conf->topic_daily, 1, 1);
     rd_kafka_mock_topic_create(mc, conf->topic_partials, 1, 1);
+    rd_kafka_mock_topic_create(mc, conf->topic_session_metrics, 1, 1);
 
     if (!mkdtemp(statedir)) {
         fprintf(stderr, "engage demo: cannot create a state directory\n");
@@ -278,12 +361,26 @@ int engage_cmd_demo(int argc, char **argv) {
         fprintf(stderr, "engage demo: %s\n", errstr);
         goto out;
     }
+    /* the compactor, once over everything the processor emitted */
+    engage_compact_opts_t copts;
+    engage_compact_opts_default(&copts);
+    copts.bounded = 1;
+    copts.on_emit = collect_metrics;
+    copts.opaque = &metrics;
+    if (engage_compactor_run(conf, &copts, &stop, NULL, errstr, sizeof(errstr))) {
+        fprintf(stderr, "engage demo: compact: %s\n", errstr);
+        goto out;
+    }
+    if (metrics.oom) {
+        fprintf(stderr, "engage demo: out of memory\n");
+        goto out;
+    }
     int64_t dead = 0, late = 0;
     if (!as_json)
         printf("engage demo: %" PRId64 " events on %d partitions of an in-process mock "
                "cluster\n\n",
                produced, partitions);
-    int days = print_daily(conf, bootstraps, as_json, &dead, &late, partitions);
+    int days = print_daily(conf, bootstraps, as_json, &dead, &late, partitions, &metrics);
     if (days < 0)
         goto out;
     if (!as_json)
@@ -303,6 +400,7 @@ out:
     if (host)
         rd_kafka_destroy(host);
     free(rest);
+    free(metrics.r);
     engage_conf_destroy(conf);
     return rc;
 }

@@ -31,8 +31,17 @@
 
 #define META_TIMEOUT_MS 10000
 
-typedef enum { DK_SESSION, DK_DAILY, DK_PARTIAL, DK_ACTION, DK_RAW } dump_kind_t;
-static const char *const kind_names[] = {"session", "daily", "partial", "action", "raw"};
+typedef enum {
+    DK_SESSION,
+    DK_DAILY,
+    DK_PARTIAL,
+    DK_ACTION,
+    DK_RAW,
+    DK_METRICS,
+    DK__COUNT
+} dump_kind_t;
+static const char *const kind_names[DK__COUNT] = {"session", "daily", "partial",
+                                                  "action",  "raw",   "metrics"};
 
 /* ---- JSON output helpers ------------------------------------------------- */
 
@@ -206,8 +215,10 @@ static int dump_record(dumper_t *d, const rd_kafka_message_t *m) {
         rc |= put(b, ",\"value_b64\":");
         rc |= put_b64(b, m->payload, m->len);
     } else {
-        static const engage_kind_t ck[] = {ENGAGE_KIND_SESSION, ENGAGE_KIND_DAILY,
-                                           ENGAGE_KIND_PARTIAL, ENGAGE_KIND_USER_ACTION};
+        static const engage_kind_t ck[DK__COUNT] = {
+            [DK_SESSION] = ENGAGE_KIND_SESSION, [DK_DAILY] = ENGAGE_KIND_DAILY,
+            [DK_PARTIAL] = ENGAGE_KIND_PARTIAL, [DK_ACTION] = ENGAGE_KIND_USER_ACTION,
+            [DK_METRICS] = ENGAGE_KIND_SESSION_METRICS};
         char *json = NULL;
         char why[512] = "";
         if (engage_codec_to_json(d->dec, d->enc, ck[d->kind], m->payload, m->len, &json, why,
@@ -232,7 +243,7 @@ static int dump_record(dumper_t *d, const rd_kafka_message_t *m) {
 /* ---- the command ---------------------------------------------------------- */
 
 static int kind_parse(const char *s, dump_kind_t *k) {
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < DK__COUNT; i++) {
         if (!strcmp(s, kind_names[i])) {
             *k = (dump_kind_t)i;
             return 0;
@@ -249,12 +260,16 @@ static dump_kind_t kind_of_topic(const engage_conf_t *c, const char *t) {
         return DK_DAILY;
     if (!strcmp(t, c->topic_partials))
         return DK_PARTIAL;
+    if (!strcmp(t, c->topic_session_metrics))
+        return DK_METRICS;
     if (!strcmp(t, c->topic_input))
         return DK_ACTION;
     if (!strcmp(t, c->topic_dead) || !strcmp(t, c->topic_late))
         return DK_RAW;
     if (strstr(t, "partial"))
         return DK_PARTIAL;
+    if (strstr(t, "session-metrics") || strstr(t, "session_metrics"))
+        return DK_METRICS;
     if (strstr(t, "session"))
         return DK_SESSION;
     if (strstr(t, "daily"))
@@ -263,13 +278,13 @@ static dump_kind_t kind_of_topic(const engage_conf_t *c, const char *t) {
 }
 
 static void dump_usage(FILE *fp) {
-    fprintf(fp, "usage: engage dump TOPIC [--kind session|daily|partial|action|raw] [--max N]\n"
-                "                   [-c FILE] [-X name=value]... [-b BROKERS]\n"
+    fprintf(fp, "usage: engage dump TOPIC [--kind session|daily|partial|action|raw|metrics]\n"
+                "                   [--max N] [-c FILE] [-X name=value]... [-b BROKERS]\n"
                 "Prints TOPIC's committed records (up to the end offsets at start) as JSON\n"
                 "lines, by partition then offset. --kind defaults from the topic's role in\n"
                 "the configuration (topic.sessions -> session, topic.daily -> daily,\n"
-                "topic.partials -> partial, topic.input -> action, dead letters and late\n"
-                "events -> raw, i.e. value_b64).\n");
+                "topic.partials -> partial, topic.session_metrics -> metrics, topic.input ->\n"
+                "action, dead letters and late events -> raw, i.e. value_b64).\n");
 }
 
 static int cmp_i32(const void *a, const void *b) {

@@ -28,6 +28,11 @@ static void usage(FILE *fp) {
           "Commands:\n"
           "  run      [-c FILE] [-X name=value]... [-b BROKERS] [--until-end]\n"
           "           Run the stream processor (consumer group member).\n"
+          "  compact  [-c FILE] [-X name=value]... [-b BROKERS] [--from YYYY-MM-DD]\n"
+          "           [--to YYYY-MM-DD] [--until-end]\n"
+          "           Exact per-day IQR session metrics from the sessions and\n"
+          "           daily-metrics topics, to topic.session_metrics; with --until-end\n"
+          "           or a date range once, else continuously (docs/COMPACTOR.md).\n"
           "  demo     [options]\n"
           "           Generate a workload, produce it, process it and show the\n"
           "           metrics (see `engage demo --help`).\n"
@@ -39,7 +44,7 @@ static void usage(FILE *fp) {
           "           (docs/JSONL.md) to FILE or stdout.\n"
           "  produce  --jsonl FILE|- [-t TOPIC] [-c FILE] [-X name=value]... [-b BROKERS]\n"
           "           Produce JSON lines to TOPIC (default topic.input), Avro-encoded.\n"
-          "  dump     TOPIC [--kind session|daily|partial|action|raw] [--max N]\n"
+          "  dump     TOPIC [--kind session|daily|partial|action|raw|metrics] [--max N]\n"
           "           [-c FILE] [-X name=value]... [-b BROKERS]\n"
           "           Print a topic's committed records as JSON lines.\n"
           "  config   [--help | --markdown | --check [-c FILE] [-X name=value]...]\n"
@@ -108,6 +113,8 @@ int main(int argc, char **argv) {
 
     if (!strcmp(cmd, "run"))
         return engage_cmd_run(sargc, sargv);
+    if (!strcmp(cmd, "compact"))
+        return engage_cmd_compact(sargc, sargv);
     if (!strcmp(cmd, "demo"))
         return engage_cmd_demo(sargc, sargv);
     if (!strcmp(cmd, "gen"))

@@ -19,6 +19,7 @@
  * closes all its sessions and days (engage_task_finish).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ typedef struct ptask {
     engage_task_t *task;
     int64_t end_offset; /* bounded runs: stop here */
     int paused;
+    double idle_since;  /* live runs: monotonic time the partition reached its end, 0 = busy */
 } ptask_t;
 
 struct proc;
@@ -83,6 +85,9 @@ typedef struct proc {
     struct mirror_ctx *agg_mctx;
     int64_t restored_records;
     double restore_seconds;
+    /* idle policy (live runs) */
+    rd_kafka_t *progress;       /* reads the partials topic: the group's final days */
+    int32_t group_final_day;    /* latest day any partition made final, INT32_MIN */
     engage_task_stats_t total; /* of closed tasks */
 } proc_t;
 
@@ -254,6 +259,39 @@ static engage_aggregator_t *open_agg(proc_t *p, char *errstr, size_t n) {
 
 /* ---- checkpoint ------------------------------------------------------------ */
 
+/* Test-only fault points (ENGAGE_TEST_CRASH="point:n"): the process kills
+ * itself with SIGKILL the n-th time it reaches `point`, so the fault suite
+ * can crash it at exact places of the transaction protocol. Points:
+ * before_send_offsets (outputs and changelog produced), before_commit
+ * (offsets sent), during_commit (a thread kills the process 1 ms into
+ * commit_transaction), after_commit (committed, local cache not written). */
+static const char *crash_point;
+static long crash_countdown;
+
+static void *crash_thread(void *arg) {
+    (void)arg;
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+    raise(SIGKILL);
+    return NULL;
+}
+
+static void maybe_crash(const char *point) {
+    if (!crash_point || strncmp(crash_point, point, strlen(point)) != 0 ||
+        crash_point[strlen(point)] != ':')
+        return;
+    if (--crash_countdown > 0)
+        return;
+    LOG_WARN("ENGAGE_TEST_CRASH: killing the process at %s", point);
+    if (strcmp(point, "during_commit") == 0) {
+        pthread_t th;
+        pthread_create(&th, NULL, crash_thread, NULL);
+        pthread_detach(th);
+        return;
+    }
+    raise(SIGKILL);
+}
+
 /* After an aborted transaction: every owned task and the aggregator go back
  * to their last committed state (the local store is only written after a
  * commit) and the consumer is repositioned to match. */
@@ -408,6 +446,7 @@ static int checkpoint_eos(proc_t *p) {
         rd_kafka_topic_partition_list_destroy(offs);
         return p->fatal ? -1 : rc;
     }
+    maybe_crash("before_send_offsets");
     if (offs->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
         for (;;) {
@@ -426,6 +465,8 @@ static int checkpoint_eos(proc_t *p) {
     if (rc == -1 || (rc == 0 && !p->in_txn))
         return rc; /* fatal, or aborted and rewound */
     tries = 0;
+    maybe_crash("before_commit");
+    maybe_crash("during_commit");
     for (;;) {
         rd_kafka_error_t *e = rd_kafka_commit_transaction(p->producer, -1);
         if (!e) {
@@ -437,6 +478,7 @@ static int checkpoint_eos(proc_t *p) {
             continue;
         return r;
     }
+    maybe_crash("after_commit");
     /* committed in Kafka: bring the local cache up to date */
     for (int32_t i = 0; i < p->nparts; i++)
         if (p->tasks[i].task &&
@@ -1029,6 +1071,7 @@ static void handle_input(proc_t *p, rd_kafka_message_t *m) {
     if (part < 0 || part >= p->nparts || !p->tasks[part].task)
         return; /* revoked meanwhile: the new owner re-reads it */
     ptask_t *pt = &p->tasks[part];
+    pt->idle_since = 0;
     if (pt->end_offset >= 0 && m->offset >= pt->end_offset)
         return; /* bounded run: past the end seen at start */
     if (engage_task_finished(pt->task))
@@ -1071,8 +1114,68 @@ static void handle_eof(proc_t *p, rd_kafka_message_t *m) {
         /* skipped control records (transaction markers) also count as consumed */
         if (pt->end_offset >= 0 && m->offset <= pt->end_offset)
             engage_task_set_next_offset(pt->task, m->offset);
+        if (pt->idle_since == 0)
+            pt->idle_since = mono_seconds();
     } else if (strcmp(topic, p->conf->topic_partials) == 0 && p->agg) {
         engage_aggregator_set_next_offset(p->agg, m->offset);
+    }
+}
+
+/* Idle policy, live runs only. Opens an assign()-ed reader of the partials
+ * topic (every member runs one, wherever the aggregator is) to learn the
+ * latest day any partition has made final. */
+static int progress_open(proc_t *p, char *errstr, size_t n) {
+    rd_kafka_conf_t *kc = engage_conf_kafka(p->conf, errstr, n);
+    if (!kc)
+        return -1;
+    if (kset(kc, "group.id", "engage-progress", errstr, n) ||
+        kset(kc, "enable.auto.commit", "false", errstr, n) ||
+        kset(kc, "isolation.level", "read_committed", errstr, n)) {
+        rd_kafka_conf_destroy(kc);
+        return -1;
+    }
+    if (!(p->progress = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, n))) {
+        rd_kafka_conf_destroy(kc);
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->conf->topic_partials, 0)->offset =
+        RD_KAFKA_OFFSET_TAIL(10000);
+    rd_kafka_assign(p->progress, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return 0;
+}
+
+static void idle_policy(proc_t *p) {
+    for (int i = 0; i < 1000; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->progress, 0);
+        if (!m)
+            break;
+        engage_partial_rec_t r;
+        if (!m->err && engage_decode_partial(p->enc, m->payload, m->len, &r) == ENGAGE_ERR_OK &&
+            !r.is_end && r.day > p->group_final_day)
+            p->group_final_day = r.day;
+        rd_kafka_message_destroy(m);
+    }
+    if (p->group_final_day == INT32_MIN || p->conf->idle_timeout_ms <= 0)
+        return;
+    double now = mono_seconds();
+    int64_t target = engage_day_start_ms(p->group_final_day + 1);
+    for (int32_t i = 0; i < p->nparts; i++) {
+        ptask_t *pt = &p->tasks[i];
+        if (!pt->task || pt->idle_since == 0 ||
+            (now - pt->idle_since) * 1000.0 < (double)p->conf->idle_timeout_ms)
+            continue;
+        int64_t wm = engage_task_watermark(pt->task);
+        if (wm != INT64_MIN && wm >= target)
+            continue;
+        char errstr[512];
+        char date[16];
+        engage_day_format(p->group_final_day, date, sizeof(date));
+        LOG_INFO("partition %d idle for %.0f s: its watermark follows the group past %s", i,
+                 now - pt->idle_since, date);
+        if (engage_task_advance_watermark(pt->task, target, errstr, sizeof(errstr)))
+            set_fatal(p, "idle policy: %s", errstr);
     }
 }
 
@@ -1122,11 +1225,24 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
     rd_kafka_message_t **msgs = NULL;
     size_t batch = (size_t)conf->batch_size;
 
+    crash_point = getenv("ENGAGE_TEST_CRASH");
+    if (crash_point) {
+        const char *colon = strchr(crash_point, ':');
+        crash_countdown = colon ? atol(colon + 1) : 1;
+        LOG_WARN("ENGAGE_TEST_CRASH=%s is set: this process will kill itself (tests only)",
+                 crash_point);
+    }
     if (setup(p, errstr, errstr_size)) {
         ret = ENGAGE_ERR_KAFKA;
         goto out;
     }
     msgs = calloc(batch, sizeof(*msgs));
+    p->group_final_day = INT32_MIN;
+    if (!conf->until_end && conf->idle_timeout_ms > 0 &&
+        progress_open(p, errstr, errstr_size)) {
+        ret = ENGAGE_ERR_KAFKA;
+        goto out;
+    }
     LOG_INFO("running: input %s (%d partitions), group %s, state %s%s", conf->topic_input,
              p->nparts, conf->group_id, conf->state_dir,
              conf->until_end ? ", until end" : "");
@@ -1160,6 +1276,8 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
         since_checkpoint += n;
         if (conf->until_end)
             done = bounded_progress(p);
+        else if (p->progress)
+            idle_policy(p);
         if (p->fatal)
             break;
         /* Checkpoints wait for the broker, so take them every
@@ -1198,6 +1316,10 @@ out:
         rd_kafka_queue_destroy(p->cq);
         rd_kafka_consumer_close(p->consumer);
         rd_kafka_destroy(p->consumer);
+    }
+    if (p->progress) {
+        rd_kafka_consumer_close(p->progress);
+        rd_kafka_destroy(p->progress);
     }
     if (p->producer) {
         rd_kafka_flush(p->producer, 30000);

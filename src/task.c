@@ -388,6 +388,22 @@ engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec
     return ENGAGE_ERR_OK;
 }
 
+engage_err_t engage_task_advance_watermark(engage_task_t *t, int64_t wm, char *errstr,
+                                           size_t errstr_size) {
+    if (t->finished || (t->max_ts != INT64_MIN && wm <= t->max_ts - t->conf.grace_ms))
+        return ENGAGE_ERR_OK;
+    t->max_ts = wm + t->conf.grace_ms;
+    t->meta_dirty = 1;
+    if (t->min_day == INT32_MAX) /* no data yet: final through the day before */
+        t->min_day = engage_day_of_ms(wm) - 1;
+    t->cb_failed = 0;
+    engage_sessionizer_close(t->sess, wm, on_close, t);
+    if (t->cb_failed || emit_final_days(t, wm))
+        return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
+                             "partition %d: output failed", t->partition);
+    return ENGAGE_ERR_OK;
+}
+
 engage_err_t engage_task_finish(engage_task_t *t, char *errstr, size_t errstr_size) {
     if (t->finished)
         return ENGAGE_ERR_OK;

@@ -98,6 +98,14 @@ engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec
  *  Idempotent (a second call emits nothing). Returns OK or KAFKA. */
 engage_err_t engage_task_finish(engage_task_t *t, char *errstr, size_t errstr_size);
 
+/** Idle policy (live runs): raises the partition watermark to wm as if an
+ *  event at wm + grace had arrived (no-op if it is not higher), closing due
+ *  sessions and emitting the days that become final. A partition without
+ *  any data becomes final through the day before wm. Later records below
+ *  the raised watermark are late. Returns OK or KAFKA. */
+engage_err_t engage_task_advance_watermark(engage_task_t *t, int64_t wm, char *errstr,
+                                           size_t errstr_size);
+
 /** Returns 1 once engage_task_finish() has run (persisted with the state). */
 int engage_task_finished(const engage_task_t *t);
 

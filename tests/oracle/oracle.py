@@ -3,8 +3,9 @@
 
 Reads an event file in the docs/JSONL.md format (as given to `engage produce`)
 and computes, as one plain batch computation, what the stream processor must
-output: closed sessions, daily metrics, dead letters and late records. It does
-not share code or structure with the C implementation on purpose.
+output: closed sessions, daily metrics, dead letters and late records, plus what `engage compact` must emit per day (session
+metrics with IQR outlier fences). It does not share code or structure with
+the C implementation on purpose.
 
 Library use:
     import oracle
@@ -22,8 +23,11 @@ output topics) has the same shape as compute()'s result:
      "daily":        [{"date", "dau", "wau", "mau", "sessions", "session_users",
                        "avg_duration_ms", "actions_per_session", <IQR fields>}, ...],
      "dead_letters": [{"partition", "offset", "reason", "key_b64", "value_b64"}, ...],
-     "late":         [{"partition", "offset", "key_b64", "value_b64"}, ...]}
+     "late":         [{"partition", "offset", "key_b64", "value_b64"}, ...],
+     "session_metrics": [{"date", "sessions", <SESSION_METRICS_FIELDS>}, ...]}
 key_b64 is None for a null key (compared equal to an empty key).
+"session_metrics" is optional in `actual`: it is compared only when present
+(compare_session_metrics() compares just those records).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import collections
 import datetime as _dt
 import io
 import json
+import math
 import os
 import struct
 import sys
@@ -63,6 +68,23 @@ DAILY_IQR_FIELDS = (
     "valid_actions_per_session", "duration_outliers", "actions_outliers",
 )
 SESSION_FIELDS = ("user_id", "start_ms", "end_ms", "duration_ms", "actions", "date")
+# SessionMetrics (schemas/session_metrics.avsc), after "date" and "sessions"
+SESSION_METRICS_DOUBLES = (
+    "duration_q1", "duration_q3", "actions_q1", "actions_q3",
+    "duration_lower_fence", "duration_upper_fence",
+    "actions_lower_fence", "actions_upper_fence",
+    "valid_avg_duration_ms", "valid_actions_per_session", "iqr_multiplier",
+)
+SESSION_METRICS_COUNTS = ("sessions", "valid_sessions", "valid_users",
+                          "duration_outliers", "actions_outliers")
+SESSION_METRICS_FIELDS = (
+    "sessions", "duration_q1", "duration_q3", "actions_q1", "actions_q3",
+    "duration_lower_fence", "duration_upper_fence",
+    "actions_lower_fence", "actions_upper_fence",
+    "valid_sessions", "valid_users", "valid_avg_duration_ms",
+    "valid_actions_per_session", "duration_outliers", "actions_outliers",
+    "iqr_multiplier",
+)
 
 
 @dataclass
@@ -73,6 +95,7 @@ class Params:
     min_ts_ms: int = 1_262_304_000_000  # 2010-01-01T00:00:00Z
     max_user_id_bytes: int = 256
     partitions: int = 4  # only used for lines without "partition"
+    iqr_multiplier: float = 1.5  # compact.iqr.multiplier
     schemas: Dict[int, str] = field(default_factory=lambda: dict(DEFAULT_SCHEMAS))
 
 
@@ -374,6 +397,67 @@ def daily_metrics(counted: List[Tuple[str, int]], sessions: List[dict]) -> List[
     return out
 
 
+def quantile7(xs: List[int], p: float) -> float:
+    """Hyndman-Fan type 7 quantile of the sorted, non-empty list xs: linear
+    interpolation between the closest ranks, at position h = (n - 1) * p
+    (0-based)."""
+    n = len(xs)
+    if n == 0:
+        raise ValueError("quantile of nothing")
+    h = (n - 1) * p
+    j = math.floor(h)
+    if j >= n - 1:
+        return float(xs[n - 1])
+    return xs[j] + (h - j) * (xs[j + 1] - xs[j])
+
+
+def day_session_metrics(date: str, day_sessions: List[dict], k: float) -> dict:
+    """The SessionMetrics record of one day from its sessions."""
+    row = {"date": date, "sessions": len(day_sessions), "iqr_multiplier": float(k)}
+    if not day_sessions:
+        for f in SESSION_METRICS_DOUBLES[:8]:
+            row[f] = None
+        row.update(valid_sessions=0, valid_users=0, valid_avg_duration_ms=0.0,
+                   valid_actions_per_session=0.0, duration_outliers=0, actions_outliers=0)
+        return row
+    durations = sorted(s["duration_ms"] for s in day_sessions)
+    actions = sorted(s["actions"] for s in day_sessions)
+    dq1, dq3 = quantile7(durations, 0.25), quantile7(durations, 0.75)
+    aq1, aq3 = quantile7(actions, 0.25), quantile7(actions, 0.75)
+    dlo, dhi = dq1 - k * (dq3 - dq1), dq3 + k * (dq3 - dq1)
+    alo, ahi = aq1 - k * (aq3 - aq1), aq3 + k * (aq3 - aq1)
+    valid = []
+    d_out = a_out = 0
+    for s in day_sessions:
+        d_ok = dlo <= s["duration_ms"] <= dhi  # inclusive fences
+        a_ok = alo <= s["actions"] <= ahi
+        d_out += not d_ok
+        a_out += not a_ok
+        if d_ok and a_ok:
+            valid.append(s)
+    row.update(
+        duration_q1=dq1, duration_q3=dq3, actions_q1=aq1, actions_q3=aq3,
+        duration_lower_fence=dlo, duration_upper_fence=dhi,
+        actions_lower_fence=alo, actions_upper_fence=ahi,
+        valid_sessions=len(valid),
+        valid_users=len({s["user_id"] for s in valid}),
+        valid_avg_duration_ms=(sum(s["duration_ms"] for s in valid) / len(valid)
+                               if valid else 0.0),
+        valid_actions_per_session=(sum(s["actions"] for s in valid) / len(valid)
+                                   if valid else 0.0),
+        duration_outliers=d_out, actions_outliers=a_out)
+    return row
+
+
+def session_metrics(sessions: List[dict], daily: List[dict], k: float = 1.5) -> List[dict]:
+    """One SessionMetrics record per day of `daily` (every day from the first
+    to the last event day), over the sessions that started on it."""
+    by_date: Dict[str, List[dict]] = collections.defaultdict(list)
+    for s in sessions:
+        by_date[s["date"]].append(s)
+    return [day_session_metrics(d["date"], by_date.get(d["date"], []), k) for d in daily]
+
+
 def compute(lines: List[dict], params: Optional[Params] = None) -> dict:
     params = params or Params()
     items = classify(lines, params)
@@ -381,6 +465,7 @@ def compute(lines: List[dict], params: Optional[Params] = None) -> dict:
                for it in items if it["outcome"] == "counted"]
     sessions = sessionize(counted, params.gap_ms)
     daily = daily_metrics(counted, sessions)
+    smetrics = session_metrics(sessions, daily, params.iqr_multiplier)
 
     def original_value(it) -> bytes:
         line = it["line"]
@@ -412,6 +497,7 @@ def compute(lines: List[dict], params: Optional[Params] = None) -> dict:
         "params": {"grace_ms": params.grace_ms, "gap_ms": params.gap_ms,
                    "max_skew_ms": params.max_skew_ms, "min_ts_ms": params.min_ts_ms,
                    "max_user_id_bytes": params.max_user_id_bytes,
+                   "iqr_multiplier": params.iqr_multiplier,
                    "schemas": {str(k): v for k, v in params.schemas.items()}},
         "stats": {"lines": len(items), "counted": counts["counted"], "dup": counts["dup"],
                   "late": counts["late"], "dead": counts["dead"],
@@ -421,6 +507,7 @@ def compute(lines: List[dict], params: Optional[Params] = None) -> dict:
         "users_on_multiple_partitions": multi,
         "sessions": sessions,
         "daily": daily,
+        "session_metrics": smetrics,
         "dead_letters": dead,
         "late": late,
     }
@@ -549,6 +636,37 @@ def compare(expected: dict, actual: dict, check_iqr_null: bool = True,
             diffs.append(f"unexpected late record p{pos[0]}@{pos[1]}")
         elif check_bytes:
             _cmp_bytes(diffs, f"late record p{pos[0]}@{pos[1]}", e, a)
+
+    # ---- session metrics (engage compact), when the caller read them
+    if "session_metrics" in actual and "session_metrics" in expected:
+        diffs += compare_session_metrics(expected["session_metrics"],
+                                         actual["session_metrics"])
+    return diffs
+
+
+def compare_session_metrics(expected: List[dict], actual: List[dict]) -> List[str]:
+    """SessionMetrics records: one per expected date, counts equal exactly,
+    doubles within 1e-9 relative (null only where null is expected)."""
+    diffs: List[str] = []
+    exp = {r["date"]: r for r in expected}
+    cnt = collections.Counter(r.get("date") for r in actual)
+    for date, n in sorted(cnt.items(), key=str):
+        if n > 1:
+            diffs.append(f"session metrics for {date} emitted {n} times")
+    act = {r.get("date"): r for r in actual}
+    for date in sorted(set(exp) - set(act)):
+        diffs.append(f"missing session metrics for {date} ({exp[date]['sessions']} sessions)")
+    for date in sorted(set(act) - set(exp), key=str):
+        diffs.append(f"unexpected session metrics for {date}")
+    for date in sorted(set(exp) & set(act)):
+        e, a = exp[date], act[date]
+        for f in SESSION_METRICS_COUNTS:
+            if e[f] != a.get(f) or isinstance(a.get(f), bool):
+                diffs.append(f"session metrics {date} {f}: expected {e[f]}, got {a.get(f)!r}")
+        for f in SESSION_METRICS_DOUBLES:
+            if f not in a or not _rel_close(e[f], a[f]):
+                diffs.append(f"session metrics {date} {f}: expected {e[f]!r}, "
+                             f"got {a.get(f, '<absent>')!r}")
     return diffs
 
 
@@ -604,6 +722,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-skew-ms", type=int, default=Params.max_skew_ms)
     ap.add_argument("--min-ts-ms", type=int, default=Params.min_ts_ms)
     ap.add_argument("--max-user-id-bytes", type=int, default=Params.max_user_id_bytes)
+    ap.add_argument("--iqr-multiplier", type=float, default=Params.iqr_multiplier)
     ap.add_argument("--partitions", type=int, default=4,
                     help="partition count for lines without 'partition' (murmur2 on the key)")
     ap.add_argument("--schema", action="append", default=[],
@@ -614,7 +733,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     params = Params(grace_ms=a.grace_ms, gap_ms=a.gap_ms, max_skew_ms=a.max_skew_ms,
                     min_ts_ms=a.min_ts_ms, max_user_id_bytes=a.max_user_id_bytes,
-                    partitions=a.partitions,
+                    partitions=a.partitions, iqr_multiplier=a.iqr_multiplier,
                     schemas=_parse_schema_arg(a.schema) if a.schema else dict(DEFAULT_SCHEMAS))
     exp = compute(read_jsonl(a.events), params)
     text = json.dumps(exp, indent=1, ensure_ascii=False) + "\n"

@@ -13,6 +13,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import edge_cases  # noqa: E402
+import iqr_cases  # noqa: E402
 import oracle  # noqa: E402
 
 D = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -545,3 +546,202 @@ def test_cli(tmp_path):
     subprocess.run([sys.executable, os.path.join(HERE, "oracle.py"), str(events),
                     "--gap-ms", "60000", "--out", str(out)], check=True, capture_output=True)
     assert len(json.loads(out.read_text())["sessions"]) > len(exp["sessions"])
+
+
+# ------------------------------------------------------- IQR (engage compact)
+
+Q7 = oracle.quantile7
+
+
+@pytest.mark.parametrize("xs,q1,q3", [
+    ([7], 7, 7),                       # n = 1: h = 0
+    ([10, 20], 12.5, 17.5),            # n = 2: h = 0.25, 0.75
+    ([1, 2, 10], 1.5, 6),              # n = 3: h = 0.5, 1.5
+    ([1, 2, 3, 4], 1.75, 3.25),        # n = 4: h = 0.75, 2.25
+    ([1, 2, 3, 4, 5], 2, 4),           # n = 5: h = 1, 3 (no interpolation)
+    ([0, 10, 20, 30, 40, 50], 12.5, 37.5),
+    ([5, 5, 5, 7, 9], 5, 7),           # ties
+    ([1, 4, 4, 4, 4, 4, 100], 4, 4),
+])
+def test_quantile7_by_hand(xs, q1, q3):
+    assert Q7(xs, 0.25) == q1 and Q7(xs, 0.75) == q3
+    assert Q7(xs, 0.0) == xs[0] and Q7(xs, 1.0) == xs[-1]
+
+
+def test_quantile7_of_nothing():
+    with pytest.raises(ValueError):
+        Q7([], 0.5)
+
+
+def test_quantile7_matches_numpy_percentile():
+    np = pytest.importorskip("numpy")
+    import random
+    rnd = random.Random(7)
+    for n in list(range(1, 40)) + [97, 100, 1001]:
+        for _ in range(5):
+            xs = sorted(rnd.choice((rnd.randrange(10), rnd.randrange(10**9)))
+                        for _ in range(n))
+            for p in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0):
+                want = float(np.percentile(np.array(xs, dtype=np.float64), p * 100))
+                assert Q7(xs, p) == pytest.approx(want, rel=1e-12, abs=1e-9), (xs, p)
+
+
+def _sm(sessions, k=1.5):
+    """sessions: (user, duration_ms, actions) of one day."""
+    ss = [{"user_id": u, "duration_ms": d, "actions": a, "date": "2026-01-01"}
+          for u, d, a in sessions]
+    return oracle.day_session_metrics("2026-01-01", ss, k)
+
+
+def test_session_metrics_one_session():
+    r = _sm([("a", 1000, 3)])
+    assert (r["duration_q1"], r["duration_q3"], r["duration_lower_fence"],
+            r["duration_upper_fence"]) == (1000, 1000, 1000, 1000)
+    assert (r["valid_sessions"], r["valid_users"], r["valid_avg_duration_ms"],
+            r["valid_actions_per_session"]) == (1, 1, 1000, 3)
+
+
+def test_session_metrics_no_sessions():
+    r = _sm([])
+    assert r["sessions"] == 0 and r["duration_q1"] is None and r["actions_upper_fence"] is None
+    assert (r["valid_sessions"], r["valid_avg_duration_ms"], r["duration_outliers"]) == (0, 0, 0)
+    assert r["iqr_multiplier"] == 1.5
+
+
+def test_session_metrics_iqr_zero_only_equal_values_valid():
+    ss = [(f"u{i % 8}", 300000, 2) for i in range(9)] + [("x", 300001, 2), ("y", 300000, 3)]
+    r = _sm(ss)
+    assert (r["duration_lower_fence"], r["duration_upper_fence"]) == (300000, 300000)
+    assert (r["actions_lower_fence"], r["actions_upper_fence"]) == (2, 2)
+    assert (r["valid_sessions"], r["valid_users"]) == (9, 8)
+    assert (r["duration_outliers"], r["actions_outliers"]) == (1, 1)
+    assert _sm(ss, k=1000)["valid_sessions"] == 9
+
+
+def test_session_metrics_fences_are_inclusive():
+    ss = [("a", 0, 1), ("b", 180000, 4), ("c", 180000, 4), ("d", 300000, 6), ("e", 480000, 9)]
+    r = _sm(ss)
+    assert (r["duration_lower_fence"], r["duration_upper_fence"]) == (0, 480000)
+    assert (r["actions_lower_fence"], r["actions_upper_fence"]) == (1, 9)
+    assert r["valid_sessions"] == 5 and r["valid_avg_duration_ms"] == 228000
+    ss[-1] = ("e", 480001, 9)
+    r = _sm(ss)
+    assert (r["valid_sessions"], r["duration_outliers"], r["actions_outliers"]) == (4, 1, 0)
+
+
+def test_session_metrics_skewed():
+    ss = [("1", 100, 2), ("2", 200, 3), ("3", 300, 5000), ("4", 400, 3), ("5", 500, 4),
+          ("1", 600, 5), ("6", 700, 6), ("7", 10**9, 4)]
+    r = _sm(ss)
+    assert (r["duration_q1"], r["duration_q3"]) == (275, 625)
+    assert (r["duration_lower_fence"], r["duration_upper_fence"]) == (-250, 1150)
+    assert (r["actions_q1"], r["actions_q3"]) == (3, 5.25)
+    assert (r["actions_lower_fence"], r["actions_upper_fence"]) == (-0.375, 8.625)
+    assert (r["valid_sessions"], r["valid_users"]) == (6, 5)
+    assert r["valid_avg_duration_ms"] == 2500 / 6 and r["valid_actions_per_session"] == 23 / 6
+
+
+def test_session_metrics_multiplier():
+    ss = [(str(i), 1000 * i, 1) for i in range(1, 6)]
+    assert _sm(ss, k=0)["valid_sessions"] == 3
+    assert _sm(ss, k=0.5)["valid_sessions"] == 5
+    assert _sm(ss, k=0.25)["valid_sessions"] == 3
+
+
+def test_session_metrics_count_on_start_day_and_cover_every_day():
+    t0 = D + DAY - 10 * MIN  # 23:50, across midnight
+    e = run([ev("a", t0), ev("a", t0 + 20 * MIN), ev("b", D + 2 * DAY + HOUR_)])
+    sm = {r["date"]: r for r in e["session_metrics"]}
+    assert sorted(sm) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert sm["2026-01-01"]["sessions"] == 1 and sm["2026-01-01"]["duration_q1"] == 20 * MIN
+    assert sm["2026-01-02"]["sessions"] == 0 and sm["2026-01-02"]["duration_q1"] is None
+    assert sm["2026-01-03"]["valid_sessions"] == 1
+    assert [r["date"] for r in e["session_metrics"]] == [r["date"] for r in e["daily"]]
+    assert oracle.compute([ev("a", D)], oracle.Params(iqr_multiplier=3))[
+        "session_metrics"][0]["iqr_multiplier"] == 3
+
+
+HOUR_ = 3_600_000
+
+
+def test_compare_session_metrics():
+    exp = run([ev("a", D), ev("a", D + MIN), ev("b", D), ev("c", D + DAY)])
+    act = _actual_from(exp)
+    assert oracle.compare(exp, act) == []
+    act["session_metrics"][0]["valid_avg_duration_ms"] *= 1 + 1e-12
+    assert oracle.compare(exp, act) == []
+    act["session_metrics"][0]["valid_avg_duration_ms"] *= 1 + 1e-6
+    assert len(oracle.compare(exp, act)) == 1
+    act = _actual_from(exp)
+    act["session_metrics"][0]["valid_users"] += 1
+    assert oracle.compare(exp, act) == ["session metrics 2026-01-01 valid_users: expected 2, "
+                                        "got 3"]
+    act = _actual_from(exp)
+    act["session_metrics"][0]["duration_q1"] = None
+    assert len(oracle.compare(exp, act)) == 1
+    act = _actual_from(exp)
+    act["session_metrics"].append(dict(act["session_metrics"][0]))
+    assert any("emitted 2 times" in x for x in oracle.compare(exp, act))
+    act = _actual_from(exp)
+    act["session_metrics"].pop()
+    assert oracle.compare(exp, act) == ["missing session metrics for 2026-01-02 (1 sessions)"]
+    act = _actual_from(exp)
+    del act["session_metrics"]  # not read: not compared
+    assert oracle.compare(exp, act) == []
+    act = _actual_from(exp)
+    del act["session_metrics"][0]["iqr_multiplier"]
+    assert len(oracle.compare(exp, act)) == 1
+
+
+# ----------------------------------------------------------- IQR edge cases
+
+@pytest.fixture(scope="module")
+def iqr_expected():
+    lines = iqr_cases.build()
+    return lines, oracle.compute(lines)
+
+
+def test_iqr_cases_shape(iqr_expected):
+    lines, e = iqr_expected
+    assert oracle.outcomes(lines) == ["counted"] * len(lines)
+    assert e["users_on_multiple_partitions"] == []
+    sm = {r["date"]: r for r in e["session_metrics"]}
+    day = {k: oracle.day_to_date((iqr_cases.D0 // DAY) + k) for k in iqr_cases.DAY_NAMES}
+    assert sorted(sm) == sorted(day.values())
+    # 0 skewed: the three whales are out on both counts
+    r = sm[day[0]]
+    assert r["sessions"] == 43 and r["valid_sessions"] == 40
+    assert (r["duration_outliers"], r["actions_outliers"]) == (3, 3)
+    # 1 one session
+    assert sm[day[1]]["sessions"] == 1 and sm[day[1]]["valid_sessions"] == 1
+    # 2 all equal, 3 IQR = 0 with outliers
+    assert (sm[day[2]]["sessions"], sm[day[2]]["valid_sessions"]) == (12, 12)
+    assert sm[day[2]]["duration_q1"] == sm[day[2]]["duration_q3"] == 300000
+    r = sm[day[3]]
+    assert r["duration_q1"] == r["duration_q3"] == 300000 and r["actions_q1"] == r["actions_q3"]
+    assert (r["sessions"], r["valid_sessions"], r["duration_outliers"],
+            r["actions_outliers"]) == (12, 10, 1, 1)
+    # 4 across midnight: the five late sessions count on day 4
+    starts = {s["user_id"]: s for s in e["sessions"] if s["user_id"].startswith("mid-")
+              and s["date"] == day[4]}
+    assert len(starts) == 5 and all(s["end_ms"] // DAY == iqr_cases.D0 // DAY + 5
+                                    for s in starts.values())
+    assert sm[day[4]]["sessions"] == 8
+    dd = {d["date"]: d for d in e["daily"]}
+    assert dd[day[5]]["dau"] == 9  # the 4 day-5 users and the 5 midnight users
+    # 6 on the fences: all valid; 7 past them
+    r = sm[day[6]]
+    assert (r["duration_lower_fence"], r["duration_upper_fence"],
+            r["actions_lower_fence"], r["actions_upper_fence"]) == (0, 480000, 1, 9)
+    assert r["valid_sessions"] == 5
+    r = sm[day[7]]
+    assert (r["valid_sessions"], r["duration_outliers"], r["actions_outliers"]) == (4, 1, 1)
+    # 8 two, 9 none, 10 three by two users, 11 four with a huge one
+    assert sm[day[8]]["sessions"] == 2
+    assert sm[day[9]]["sessions"] == 0 and sm[day[9]]["duration_q1"] is None
+    assert (sm[day[10]]["sessions"], sm[day[10]]["valid_users"]) == (3, 2)
+    assert (sm[day[11]]["sessions"], sm[day[11]]["valid_sessions"]) == (4, 3)
+
+
+def test_iqr_cases_deterministic(iqr_expected):
+    assert iqr_cases.build() == iqr_expected[0]
