@@ -97,3 +97,91 @@ def test_idle_partition_follows_the_group_and_sigterm_is_clean(make_pipeline, en
     p.run()
     actual, _ = p.actual_from_raw()
     harness.assert_oracle(expected, actual, "live run finished by a bounded run")
+
+
+def _owned(log_text, input_topic):
+    """Input partitions a member owns at the end of its log (assigned minus
+    revoked, in order)."""
+    import re
+    pat = re.compile(r"(assigned|revoked) " + re.escape(input_topic) + r" \[(\d+)\]")
+    owned = set()
+    for m in pat.finditer(log_text):
+        (owned.add if m.group(1) == "assigned" else owned.discard)(int(m.group(2)))
+    return sorted(owned)
+
+
+def _assigned(log_text, input_topic):
+    return _owned(log_text, input_topic)
+
+
+def test_static_membership_restart_keeps_partitions_and_state(make_pipeline, engage_bin,
+                                                              tmp_path):
+    """Rolling restart with kafka.group.instance.id: the restarted member gets
+    its partitions back without a rebalance of the others, and its local state
+    is current (no restore)."""
+    events = str(tmp_path / "ev.jsonl")
+    harness.run_cmd([engage_bin, "gen", "--users", "400", "--days", "8", "--partitions", "4",
+                     "--seed", "5", "-o", events], str(tmp_path / "gen.log"))
+    a = make_pipeline("static-a", extra_conf={"kafka.group.instance.id": "pod-a",
+                                              "kafka.session.timeout.ms": "20000",
+                                              "idle.timeout.ms": "0"})
+    a.produce(events)
+    # the second member shares a's topics and group, with its own state dir
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    b_conf = dict(a.conf, **{"kafka.group.instance.id": "pod-b",
+                             "state.dir": str(b_dir / "state")})
+    b_conf_path = b_dir / "engage.conf"
+    b_conf_path.write_text("".join(f"{k}={v}\n" for k, v in b_conf.items()))
+    b_log = b_dir / "engage.log"
+
+    def start(conf_path, log_path):
+        log = open(log_path, "ab")
+        pr = subprocess.Popen([engage_bin, "run", "-c", str(conf_path)], cwd=ROOT, stdout=log,
+                              stderr=log)
+        log.close()
+        return pr
+
+    pa = start(a.conf_path, a.log_path)
+    pb = start(b_conf_path, b_log)
+    try:
+        deadline = time.monotonic() + 90
+        stable = 0
+        while time.monotonic() < deadline and stable < 6:
+            la, lb = open(a.log_path).read(), open(b_log).read()
+            parts_a = _owned(la, a.topics["input"])
+            parts_b = _owned(lb, a.topics["input"])
+            ok = parts_a and parts_b and sorted(parts_a + parts_b) == [0, 1, 2, 3]
+            stable = stable + 1 if ok else 0
+            time.sleep(0.5)
+        assert parts_a and parts_b, "both members should own partitions\n" + la + lb
+        time.sleep(5)  # let them process and commit
+        pa.send_signal(signal.SIGTERM)
+        assert pa.wait(timeout=60) == 0, harness.tail(a.log_path)
+        b_before = open(b_log).read()
+        before_a = open(a.log_path).read()
+        pa = start(a.conf_path, a.log_path)
+        deadline = time.monotonic() + 60
+        after = ""
+        while time.monotonic() < deadline:
+            after = open(a.log_path).read()[len(before_a):]
+            if _assigned(after, a.topics["input"]):
+                break
+            time.sleep(0.5)
+        time.sleep(3)
+        after = open(a.log_path).read()[len(before_a):]
+        assert _assigned(after, a.topics["input"]) == parts_a, after
+        restored = [l for l in after.splitlines()
+                    if "restored" in l and a.topics["input"] in l and " 0 records" not in l]
+        assert not restored, "local state should have been current:\n" + "\n".join(restored)
+        b_during = open(b_log).read()[len(b_before):]
+        assert "revoked" not in b_during, "the other member was rebalanced:\n" + b_during
+    finally:
+        for pr in (pa, pb):
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
+        for pr in (pa, pb):
+            try:
+                pr.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                harness.kill(pr)
