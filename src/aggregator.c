@@ -114,10 +114,22 @@ static agg_day_t *find_day(engage_aggregator_t *a, int32_t day, int create) {
     return &a->days[lo];
 }
 
-static void remove_first_day(engage_aggregator_t *a) {
+/* Removes the first pending day, remembering it so stage() deletes its
+ * partials from the store. Returns 0 or -1 on OOM (nothing removed). */
+static int remove_first_day(engage_aggregator_t *a) {
+    if (a->ndeleted == a->capdeleted) {
+        size_t nc = a->capdeleted ? a->capdeleted * 2 : 16;
+        int32_t *nd = realloc(a->deleted, nc * sizeof(*nd));
+        if (!nd)
+            return -1;
+        a->deleted = nd;
+        a->capdeleted = nc;
+    }
+    a->deleted[a->ndeleted++] = a->days[0].day;
     free(a->days[0].slots);
     memmove(&a->days[0], &a->days[1], (a->ndays - 1) * sizeof(*a->days));
     a->ndays--;
+    return 0;
 }
 
 static void encode_partial(engage_buf_t *b, const engage_partial_rec_t *p) {
@@ -205,18 +217,9 @@ static int try_emit(engage_aggregator_t *a) {
         a->dirty = 1;
         if (ad) {
             /* days are sorted and d is the smallest pending one */
-            while (a->ndays && a->days[0].day <= d) {
-                if (a->ndeleted == a->capdeleted) {
-                    size_t nc = a->capdeleted ? a->capdeleted * 2 : 16;
-                    int32_t *nd = realloc(a->deleted, nc * sizeof(*nd));
-                    if (!nd)
-                        return -1;
-                    a->deleted = nd;
-                    a->capdeleted = nc;
-                }
-                a->deleted[a->ndeleted++] = a->days[0].day;
-                remove_first_day(a);
-            }
+            while (a->ndays && a->days[0].day <= d)
+                if (remove_first_day(a))
+                    return -1;
         }
     }
 }
@@ -403,6 +406,14 @@ engage_err_t engage_aggregator_add(engage_aggregator_t *a, const engage_partial_
     }
     if (try_emit(a))
         return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size, "daily output failed");
+    /* A complete bounded run: partitions send partials through their last
+     * event day + 29 (the WAU/MAU tail), but only days through the last
+     * event day of all partitions are emitted. The rest would stay in the
+     * store for good; drop them. */
+    if (engage_aggregator_done(a))
+        while (a->ndays)
+            if (remove_first_day(a))
+                return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return ENGAGE_ERR_OK;
 }
 

@@ -930,6 +930,14 @@ typedef struct slot_default {
     int64_t num;
 } slot_default_t;
 
+/* One writer field of the zero-copy path (see fast_decode()). */
+enum { F_STR, F_LONG, F_OPT_STR };
+typedef struct fast_field {
+    uint8_t op;
+    uint8_t slot;
+    uint8_t null_branch; /* F_OPT_STR: the union index of null (0 or 1) */
+} fast_field_t;
+
 typedef struct writer_ent {
     int32_t id;
     avro_schema_t wschema;    /* writer, from the file */
@@ -945,10 +953,13 @@ typedef struct writer_ent {
     int slot_of[S__COUNT + 8];      /* projected reader index -> slot or -1 */
     size_t nrfields;                /* fields in the projected reader */
     slot_default_t defaults[S__COUNT];
+    int fast;                       /* writer == reader: the zero-copy path applies */
+    fast_field_t ff[S__COUNT];      /* its program, one op per writer field */
 } writer_ent_t;
 
 struct engage_decoder {
     int confluent;
+    int fast_on; /* use the zero-copy path where it applies (default 1) */
     writer_ent_t *ents;
     size_t nents;
     avro_reader_t reader;
@@ -1130,6 +1141,167 @@ out:
     return rc;
 }
 
+/* ---- zero-copy path -------------------------------------------------------- */
+
+/*
+ * When a writer schema is field for field the reader schema (same names in
+ * the same order, same types: the common case, schema id 1 =
+ * schemas/user_action.avsc), resolution is the identity and avro-c's reader
+ * only costs time: it copies every string into its own malloc'd buffer.
+ * fast_decode() instead walks the bytes once, doing exactly the checks of
+ * the validator (v_walk) for this schema, in the same order and with the
+ * same messages, and points the string views into the caller's buffer.
+ * tests/unit/test_codec.c checks it against the avro-c path record for
+ * record, on valid and mutated inputs.
+ */
+
+/* Returns the op for a writer field whose reader counterpart has the same
+ * type, or -1. *null_branch is set for nullable strings. */
+static int fast_op(avro_schema_t w, avro_schema_t r, int slot, uint8_t *null_branch) {
+    w = unlink_schema(w);
+    r = unlink_schema(r);
+    avro_type_t wt = avro_typeof(w), rt = avro_typeof(r);
+    if (wt != rt)
+        return -1;
+    if (wt == AVRO_INT64)
+        return slot == S_TS ? F_LONG : -1;
+    if (slot == S_TS)
+        return -1;
+    if (wt == AVRO_STRING)
+        return F_STR;
+    if (wt != AVRO_UNION || avro_schema_union_size(w) != 2 || avro_schema_union_size(r) != 2)
+        return -1;
+    int nb = union_null_branch(w);
+    if (nb < 0 || nb != union_null_branch(r) ||
+        avro_typeof(unlink_schema(avro_schema_union_branch(w, 1 - nb))) != AVRO_STRING ||
+        avro_typeof(unlink_schema(avro_schema_union_branch(r, 1 - nb))) != AVRO_STRING)
+        return -1;
+    *null_branch = (uint8_t)nb;
+    return F_OPT_STR;
+}
+
+/* Sets e->fast and its program if e's writer schema is the reader's. */
+static void fast_compile(const engage_decoder_t *dec, writer_ent_t *e) {
+    size_t n = avro_schema_record_size(e->wschema);
+    int seen[S__COUNT] = {0};
+    e->fast = 0;
+    if (n != S__COUNT || avro_schema_record_size(dec->rschema) != n ||
+        strcmp(avro_schema_name(e->wschema), avro_schema_name(dec->rschema)) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const char *wn = avro_schema_record_field_name(e->wschema, (int)i);
+        const char *rn = avro_schema_record_field_name(dec->rschema, (int)i);
+        int slot = wn ? slot_of_name(wn) : -1;
+        uint8_t nb = 0;
+        if (slot < 0 || !rn || strcmp(wn, rn) != 0 || seen[slot]++)
+            return;
+        int op = fast_op(avro_schema_record_field_get_by_index(e->wschema, (int)i),
+                         avro_schema_record_field_get_by_index(dec->rschema, (int)i), slot,
+                         &nb);
+        if (op < 0)
+            return;
+        e->ff[i] = (fast_field_t){(uint8_t)op, (uint8_t)slot, nb};
+    }
+    e->fast = 1;
+}
+
+/* A zig-zag varint, exactly as v_varint() reads it. */
+static inline int fast_varint(const unsigned char **pp, const unsigned char *end, int64_t *out,
+                              const char **why) {
+    const unsigned char *p = *pp;
+    uint64_t v;
+    if (p < end && !(*p & 0x80)) { /* one byte: lengths, union indices */
+        v = *p;
+        *pp = p + 1;
+        *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
+        return 0;
+    }
+    v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p >= end) {
+            *why = "truncated varint";
+            return -1;
+        }
+        unsigned char b = *p++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *pp = p;
+            *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
+            return 0;
+        }
+    }
+    *why = "varint longer than 10 bytes";
+    return -1;
+}
+
+/* A string: its view into the buffer. */
+static inline int fast_string(const unsigned char **pp, const unsigned char *end,
+                              const char **s, size_t *n, const char **why) {
+    int64_t len;
+    if (fast_varint(pp, end, &len, why))
+        return -1;
+    if (len < 0) {
+        *why = "negative length";
+        return -1;
+    }
+    if ((uint64_t)len > (uint64_t)(end - *pp)) {
+        *why = "length exceeds the remaining bytes";
+        return -1;
+    }
+    *s = (const char *)*pp;
+    *n = (size_t)len;
+    *pp += len;
+    return 0;
+}
+
+/* Decodes the datum p[0..len) of a writer with e->fast set; no allocation. */
+static engage_err_t fast_decode(const writer_ent_t *e, const unsigned char *p, size_t len,
+                                engage_action_t *out, char *errstr, size_t errstr_size) {
+    const unsigned char *end = p + len;
+    const char *why = NULL;
+    const char **sp[S__COUNT] = {&out->event_id, &out->user_id,  NULL,
+                                 &out->action,   &out->platform, &out->app_version};
+    size_t *lp[S__COUNT] = {&out->event_id_len, &out->user_id_len,  NULL,
+                            &out->action_len,   &out->platform_len, &out->app_version_len};
+    for (int i = 0; i < S__COUNT; i++) {
+        const fast_field_t *f = &e->ff[i];
+        int64_t v;
+        switch (f->op) {
+        case F_LONG:
+            if (fast_varint(&p, end, &out->ts_ms, &why))
+                goto bad;
+            break;
+        case F_OPT_STR:
+            if (fast_varint(&p, end, &v, &why))
+                goto bad;
+            if (v < 0 || v >= 2) {
+                why = "union index out of range";
+                goto bad;
+            }
+            if (v == f->null_branch)
+                break; /* stays NULL, length 0 */
+            /* fall through */
+        default:
+            if (fast_string(&p, end, sp[f->slot], lp[f->slot], &why))
+                goto bad;
+            break;
+        }
+    }
+    if (p != end) {
+        why = "trailing bytes after the datum";
+        goto bad;
+    }
+    if (!out->event_id || !out->user_id || !out->action) {
+        memset(out, 0, sizeof(*out));
+        return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size,
+                             "required field is null");
+    }
+    return ENGAGE_ERR_OK;
+bad:
+    memset(out, 0, sizeof(*out));
+    return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size, "%s", why);
+}
+
 static int ent_load(engage_decoder_t *dec, writer_ent_t *e, int32_t id, const char *path,
                     char *errstr, size_t errstr_size) {
     size_t len;
@@ -1141,9 +1313,10 @@ static int ent_load(engage_decoder_t *dec, writer_ent_t *e, int32_t id, const ch
         return -1;
     int rc = parse_schema(text, len, what, &e->wschema, &e->wjson, errstr, errstr_size);
     free(text);
-    if (rc)
+    if (rc || ent_resolve(dec, e, what, errstr, errstr_size))
         return -1;
-    return ent_resolve(dec, e, what, errstr, errstr_size);
+    fast_compile(dec, e);
+    return 0;
 }
 
 static char *trim(char *s) {
@@ -1164,6 +1337,7 @@ engage_decoder_t *engage_decoder_new(int confluent, const char *schema_map,
     if (!dec)
         goto nomem;
     dec->confluent = confluent ? 1 : 0;
+    dec->fast_on = 1;
     avro_clear_err();
     if (avro_schema_from_json_length(ENGAGE_SCHEMA_USER_ACTION,
                                      sizeof(ENGAGE_SCHEMA_USER_ACTION) - 1, &dec->rschema)) {
@@ -1262,12 +1436,11 @@ static writer_ent_t *find_ent(engage_decoder_t *dec, int32_t id) {
     return NULL;
 }
 
-/* Strips framing, validates and reads the datum into the writer's value. */
-static engage_err_t decode_datum(engage_decoder_t *dec, const void *buf, size_t len,
-                                 writer_ent_t **entp, char *errstr, size_t errstr_size) {
+/* Strips framing: the writer entry and the datum bytes. */
+static engage_err_t unframe(engage_decoder_t *dec, const void *buf, size_t len,
+                            writer_ent_t **entp, const unsigned char **datum, size_t *dlen,
+                            char *errstr, size_t errstr_size) {
     const unsigned char *p = buf;
-    writer_ent_t *e;
-    const char *why;
     if (!buf && len)
         return engage_seterr(ENGAGE_ERR_INVALID_ARG, errstr, errstr_size, "NULL buffer");
     if (dec->confluent) {
@@ -1278,14 +1451,23 @@ static engage_err_t decode_datum(engage_decoder_t *dec, const void *buf, size_t 
             return engage_seterr(ENGAGE_ERR_BAD_FRAMING, errstr, errstr_size,
                                  "magic byte 0x%02x, expected 0x00", p[0]);
         int32_t id = get_be32(p + 1);
-        if (!(e = find_ent(dec, id)))
+        if (!(*entp = find_ent(dec, id)))
             return engage_seterr(ENGAGE_ERR_UNKNOWN_SCHEMA, errstr, errstr_size,
                                  "schema id %" PRId32 " is not configured", id);
         p += CONFLUENT_HDR;
         len -= CONFLUENT_HDR;
     } else {
-        e = &dec->ents[0];
+        *entp = &dec->ents[0];
     }
+    *datum = p;
+    *dlen = len;
+    return ENGAGE_ERR_OK;
+}
+
+/* Validates a datum and reads it into the writer's value (avro-c). */
+static engage_err_t read_datum(engage_decoder_t *dec, writer_ent_t *e, const unsigned char *p,
+                               size_t len, char *errstr, size_t errstr_size) {
+    const char *why;
     if (vprog_check(&e->prog, p, len, &why))
         return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size, "%s", why);
     avro_reader_memory_set_source(dec->reader, (const char *)p, (int64_t)len);
@@ -1293,8 +1475,15 @@ static engage_err_t decode_datum(engage_decoder_t *dec, const void *buf, size_t 
     if (rc)
         return engage_seterr(rc == ENOMEM ? ENGAGE_ERR_NOMEM : ENGAGE_ERR_BAD_AVRO, errstr,
                              errstr_size, "avro: %s", avro_strerror());
-    *entp = e;
     return ENGAGE_ERR_OK;
+}
+
+/* Strips framing, validates and reads the datum into the writer's value. */
+static engage_err_t decode_datum(engage_decoder_t *dec, const void *buf, size_t len,
+                                 writer_ent_t **entp, char *errstr, size_t errstr_size) {
+    const unsigned char *p;
+    engage_err_t err = unframe(dec, buf, len, entp, &p, &len, errstr, errstr_size);
+    return err ? err : read_datum(dec, *entp, p, len, errstr, errstr_size);
 }
 
 /* A string field through the resolved view; *s = NULL when the union is null. */
@@ -1319,12 +1508,22 @@ static int get_str(avro_value_t *f, const char **s, size_t *n) {
     return 0;
 }
 
+void engage_decoder_set_fast_path(engage_decoder_t *dec, int on) {
+    if (dec)
+        dec->fast_on = on ? 1 : 0;
+}
+
 engage_err_t engage_decoder_decode(engage_decoder_t *dec, const void *buf, size_t len,
                                    engage_action_t *out, char *errstr, size_t errstr_size) {
     writer_ent_t *e;
+    const unsigned char *p;
     memset(out, 0, sizeof(*out));
-    engage_err_t err = decode_datum(dec, buf, len, &e, errstr, errstr_size);
+    engage_err_t err = unframe(dec, buf, len, &e, &p, &len, errstr, errstr_size);
     if (err)
+        return err;
+    if (e->fast && dec->fast_on)
+        return fast_decode(e, p, len, out, errstr, errstr_size);
+    if ((err = read_datum(dec, e, p, len, errstr, errstr_size)))
         return err;
     const char **sp[S__COUNT] = {&out->event_id, &out->user_id,  NULL,
                                  &out->action,   &out->platform, &out->app_version};

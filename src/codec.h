@@ -25,9 +25,13 @@
 
 /* ---- input ------------------------------------------------------------ */
 
-/** A decoded UserAction. String pointers are NOT NUL-terminated-guaranteed
- *  views into decoder-owned memory, valid until the next decode call on the
- *  same decoder or its destruction. platform/app_version are NULL when null. */
+/** A decoded UserAction. String pointers are views, not NUL-terminated
+ *  (use the lengths; a string may hold NUL bytes), into either the caller's
+ *  input buffer (the zero-copy path, see engage_decoder_decode()) or
+ *  decoder-owned memory. Treat them as valid only until the next decode call
+ *  on the same decoder (or its destruction) AND while the input buffer
+ *  passed to that decode is alive and unchanged. platform/app_version are
+ *  NULL when null; other strings are never NULL after a successful decode. */
 typedef struct engage_action {
     const char *event_id;
     size_t event_id_len;
@@ -56,12 +60,22 @@ engage_decoder_t *engage_decoder_new(int confluent, const char *schema_map,
                                      const char *plain_schema_path, char *errstr,
                                      size_t errstr_size);
 
-/** Decodes one record value into *out.
+/** Decodes one record value into *out (cleared on failure).
  *  Returns OK, or BAD_FRAMING (too short / wrong magic byte), UNKNOWN_SCHEMA
  *  (id not configured), BAD_AVRO (datum does not decode, or bytes left over),
- *  with a message in errstr. Never crashes on arbitrary input. */
+ *  with a message in errstr. Never crashes on arbitrary input.
+ *  A record whose writer schema is field for field the compiled-in reader
+ *  schema (names, order and types, as schemas/user_action.avsc) is decoded
+ *  in one pass without allocating, its string views pointing into buf; other
+ *  (evolved) writer schemas go through avro-c's schema resolution and their
+ *  views point into decoder memory. Both give the same results and errors. */
 engage_err_t engage_decoder_decode(engage_decoder_t *dec, const void *buf, size_t len,
                                    engage_action_t *out, char *errstr, size_t errstr_size);
+
+/** Switches the zero-copy path of engage_decoder_decode() on (the default)
+ *  or off (every record through avro-c), for tests and benchmarks that
+ *  compare the two. NULL dec is ignored. */
+void engage_decoder_set_fast_path(engage_decoder_t *dec, int on);
 
 /** Frees dec; NULL allowed. */
 void engage_decoder_destroy(engage_decoder_t *dec);

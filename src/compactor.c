@@ -812,7 +812,10 @@ engage_err_t engage_compactor_run(const engage_conf_t *conf, const engage_compac
     if (read_topics(c, rs, 2, opts->bounded))
         goto out;
 
-    if (opts->bounded && !*c->stop) {
+    if (opts->bounded && *c->stop) {
+        ret = engage_seterr(ENGAGE_ERR_INCOMPLETE, errstr, errstr_size,
+                            "stopped before the end offsets were reached; nothing emitted");
+    } else if (opts->bounded) {
         char first[512];
         c->st.days_incomplete = report_incomplete(c, first, sizeof(first));
         qsort(c->results, c->nres, sizeof(*c->results), cmp_res);

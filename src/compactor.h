@@ -68,7 +68,7 @@ void engage_compact_opts_default(engage_compact_opts_t *opts);
  *  partition when it is missing and topics.create is on.
  *  Returns OK; INCOMPLETE when a bounded run found days in range it could
  *  not complete (every complete day was still emitted; errstr lists the
- *  first ones); KAFKA (including missing input topics), NOMEM or CONFIG with
+ *  first ones) or was stopped before reaching its end offsets; KAFKA (including missing input topics), NOMEM or CONFIG with
  *  errstr. */
 engage_err_t engage_compactor_run(const engage_conf_t *conf, const engage_compact_opts_t *opts,
                                   volatile sig_atomic_t *stop, engage_compact_stats_t *stats,

@@ -171,6 +171,19 @@ static const prop_t props[] = {
      OFF(until_end)},
     {"log.level", PT_ENUM, "info", 0, 0, "debug|info|warn|error", NULL,
      "Least severe log level printed to stderr.", OFF(log_level)},
+    /* bounded state */
+    {"state.retention.margin.days", PT_INT, "5", 1, 3650, NULL, NULL,
+     "Days of bitmaps kept beyond the 30-day MAU window: a partition's day bitmaps older "
+     "than its last emitted day minus (30 + this) are dropped from memory and deleted "
+     "from the store and its changelog.",
+     OFF(retention_margin_days)},
+    {"user.retention.days", PT_INT, "90", 32, 36500, NULL, NULL,
+     "A user whose last counted event is more than this many days before the "
+     "partition's last emitted day is removed from the user dictionary (store and "
+     "changelog); its ordinal is reused. Must be at least 31 + "
+     "state.retention.margin.days (checked when a partition's task opens). A user who "
+     "comes back later is counted as usual.",
+     OFF(user_retention_days)},
     /* compactor */
     {"compact.iqr.multiplier", PT_DOUBLE, "1.5", 0, 100, NULL, NULL,
      "`engage compact`: the IQR fence multiplier k. A session is valid when its duration "

@@ -59,6 +59,9 @@ typedef struct engage_conf {
     int64_t idle_timeout_ms;    /* idle.timeout.ms, default 60000, 0 = off */
     int until_end;            /* run.until_end (bool), default 0; --until-end */
     char *log_level;          /* log.level: debug|info|warn|error, default info */
+    /* bounded state (task.h) */
+    int64_t retention_margin_days; /* state.retention.margin.days, default 5 */
+    int64_t user_retention_days;   /* user.retention.days, default 90 */
     /* compactor (engage compact) */
     double iqr_multiplier;    /* compact.iqr.multiplier, default 1.5 */
 

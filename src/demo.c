@@ -334,6 +334,12 @@ int engage_cmd_demo(int argc, char **argv) {
     rd_kafka_mock_topic_create(mc, conf->topic_daily, 1, 1);
     rd_kafka_mock_topic_create(mc, conf->topic_partials, 1, 1);
     rd_kafka_mock_topic_create(mc, conf->topic_session_metrics, 1, 1);
+    /* exactly_once changelogs (names as processor.c derives them from the
+     * group id set below). They must exist first: the mock cluster answers a
+     * metadata request for a missing topic by creating it with its default
+     * partition count, which need not match the input's. */
+    rd_kafka_mock_topic_create(mc, "engage-demo-state-changelog", partitions, 1);
+    rd_kafka_mock_topic_create(mc, "engage-demo-aggregator-changelog", 1, 1);
 
     if (!mkdtemp(statedir)) {
         fprintf(stderr, "engage demo: cannot create a state directory\n");

@@ -8,23 +8,46 @@
  *    high half of the key's XXH3 hash, so keys are compared only when 32
  *    hash bits agree;
  *  - keys in a chunked arena as [u32 length][bytes], so a key pointer also
- *    gives the length, and pointers handed out by engage_dict_name() stay
- *    valid for the dictionary's lifetime;
+ *    gives the length;
  *  - a reverse array ord -> key pointer. Growth rehashes from the keys.
  *
- * Ordinals may have holes after engage_dict_insert() (restore in any
- * order); a hole has a NULL key pointer.
+ * Removal (user retention) keeps the table free of tombstones: the slot is
+ * emptied by backward-shift deletion (the entries after it in its probe run
+ * move back when that keeps them reachable from their home slot), so
+ * lookups never probe past dead entries and load is simply nmapped / slots.
+ * The home slot of an entry is not stored (the tag is the other half of the
+ * hash), so a removal rehashes the keys of the run behind it: a few hashes of
+ * short keys, once per removed user.
+ *
+ * Ordinals have holes after a removal or engage_dict_insert() (restore in
+ * any order); a hole has a NULL key pointer and is in the `free` bitmap,
+ * which always holds exactly the unmapped ordinals below count. A new id
+ * takes the smallest of them (else count), and count drops when the top
+ * ordinals are removed, so the ordinal a new id gets is a function of the
+ * mapped set alone: the same in a dictionary rebuilt from state as in the
+ * one that was saved. The task's outputs depend on that (sessions closing
+ * at the same instant are reported in ordinal order).
+ *
+ * The arena cannot free one key, so removed keys are counted as dead bytes;
+ * once they exceed the live ones (half the arena) the live keys are copied
+ * into one fresh chunk and the table and reverse array repointed. That is
+ * why engage_dict_name() pointers are only valid until the next add or
+ * remove. Amortised, each removed byte pays for copying at most one live
+ * byte.
  */
 #include "dict.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <roaring/roaring.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #define DICT_CHUNK (64 * 1024)
 #define DICT_MIN_SLOTS 1024u
+/* dead key bytes below this are never worth a compaction */
+#define DICT_COMPACT_MIN 4096u
 
 typedef struct dict_slot {
     const char *key; /* arena copy; its u32 length precedes it */
@@ -42,10 +65,12 @@ struct engage_dict {
     dict_slot_t *slots;
     uint32_t mask;    /* slots - 1 */
     uint32_t nmapped; /* ids in the table */
-    uint32_t count;   /* next ordinal = max(ord) + 1 */
+    uint32_t count;   /* max(mapped ord) + 1, 0 when empty */
     const char **rev; /* ord -> key; NULL = ordinal not mapped */
     size_t rev_cap;
-    dict_chunk_t *chunks; /* newest first */
+    roaring_bitmap_t *free; /* exactly the unmapped ordinals below count */
+    dict_chunk_t *chunks;   /* newest first */
+    size_t live_bytes, dead_bytes; /* arena bytes of mapped / removed keys */
 };
 
 static inline uint64_t dict_hash(const char *id, size_t len) {
@@ -63,8 +88,9 @@ engage_dict_t *engage_dict_new(void) {
     if (!d)
         return NULL;
     d->slots = calloc(DICT_MIN_SLOTS, sizeof(*d->slots));
-    if (!d->slots) {
-        free(d);
+    d->free = roaring_bitmap_create();
+    if (!d->slots || !d->free) {
+        engage_dict_destroy(d);
         return NULL;
     }
     d->mask = DICT_MIN_SLOTS - 1;
@@ -82,6 +108,8 @@ void engage_dict_destroy(engage_dict_t *d) {
     }
     free(d->slots);
     free(d->rev);
+    if (d->free)
+        roaring_bitmap_free(d->free);
     free(d);
 }
 
@@ -188,8 +216,13 @@ static int dict_add(engage_dict_t *d, dict_slot_t *sl, const char *id, size_t le
     sl->tag = (uint32_t)(h >> 32);
     sl->ord1 = ord + 1;
     d->nmapped++;
-    if (ord >= d->count)
+    d->live_bytes += sizeof(uint32_t) + len;
+    if (ord >= d->count) {
+        roaring_bitmap_add_range(d->free, d->count, ord); /* the holes skipped */
         d->count = ord + 1;
+    } else {
+        roaring_bitmap_remove(d->free, ord);
+    }
     return 0;
 }
 
@@ -204,14 +237,15 @@ int engage_dict_get_or_add(engage_dict_t *d, const char *id, size_t len, uint32_
         *is_new = 0;
         return 0;
     }
-    if (d->count == UINT32_MAX)
+    int reuse = !roaring_bitmap_is_empty(d->free);
+    if (!reuse && d->count == UINT32_MAX)
         return -1;
     if (((uint64_t)d->nmapped + 1) * 10 > ((uint64_t)d->mask + 1) * 7) {
         if (dict_maybe_grow(d))
             return -1;
         sl = dict_find(d, id, len, h);
     }
-    uint32_t o = d->count;
+    uint32_t o = reuse ? roaring_bitmap_minimum(d->free) : d->count;
     if (dict_add(d, sl, id, len, h, o))
         return -1;
     *ord = o;
@@ -254,6 +288,97 @@ const char *engage_dict_name(const engage_dict_t *d, uint32_t ord, size_t *len) 
 }
 
 uint32_t engage_dict_count(const engage_dict_t *d) { return d->count; }
+
+uint32_t engage_dict_size(const engage_dict_t *d) { return d->nmapped; }
+
+uint32_t engage_dict_free_count(const engage_dict_t *d) {
+    return (uint32_t)roaring_bitmap_get_cardinality(d->free);
+}
+
+void engage_dict_key_bytes(const engage_dict_t *d, size_t *live, size_t *dead) {
+    *live = d->live_bytes;
+    *dead = d->dead_bytes;
+}
+
+/* Copies every live key into one fresh chunk and repoints the reverse
+ * array and the table. On OOM nothing changes (the dead bytes stay until a
+ * later removal tries again). */
+static void dict_compact(engage_dict_t *d) {
+    dict_chunk_t *nc = NULL;
+    if (d->live_bytes) {
+        nc = malloc(sizeof(*nc) + d->live_bytes);
+        if (!nc)
+            return;
+        nc->next = NULL;
+        nc->cap = d->live_bytes;
+        nc->used = 0;
+        for (uint32_t o = 0; o < d->count; o++) {
+            const char *k = d->rev[o];
+            if (!k)
+                continue;
+            uint32_t n = key_len(k);
+            char *p = nc->data + nc->used;
+            memcpy(p, k - sizeof(n), sizeof(n) + n);
+            nc->used += sizeof(n) + n;
+            d->rev[o] = p + sizeof(n);
+        }
+    }
+    for (uint64_t i = 0; i <= d->mask; i++)
+        if (d->slots[i].ord1)
+            d->slots[i].key = d->rev[d->slots[i].ord1 - 1];
+    dict_chunk_t *c = d->chunks;
+    while (c) {
+        dict_chunk_t *n = c->next;
+        free(c);
+        c = n;
+    }
+    d->chunks = nc;
+    d->dead_bytes = 0;
+}
+
+engage_err_t engage_dict_remove(engage_dict_t *d, uint32_t ord) {
+    if (ord >= d->count || ord >= d->rev_cap || !d->rev[ord])
+        return ENGAGE_ERR_NOT_FOUND;
+    const char *key = d->rev[ord];
+    uint32_t len = key_len(key);
+    uint32_t i = (uint32_t)dict_hash(key, len) & d->mask;
+    while (d->slots[i].ord1 != ord + 1)
+        i = (i + 1) & d->mask;
+    /* Backward-shift deletion: i is the hole. Walk the run behind it; an
+     * entry whose home slot h is not cyclically in (i, j] can fill the hole
+     * (it stays reachable from h), which moves the hole to j. The run ends
+     * at an empty slot, which is where the hole finally goes. */
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & d->mask;
+        dict_slot_t *sj = &d->slots[j];
+        if (!sj->ord1)
+            break;
+        uint32_t h = (uint32_t)dict_hash(sj->key, key_len(sj->key)) & d->mask;
+        int stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (stays)
+            continue;
+        d->slots[i] = *sj;
+        i = j;
+    }
+    memset(&d->slots[i], 0, sizeof(d->slots[i]));
+    d->rev[ord] = NULL;
+    d->nmapped--;
+    d->live_bytes -= sizeof(uint32_t) + len;
+    d->dead_bytes += sizeof(uint32_t) + len;
+    if (ord + 1 == d->count) { /* the top went: drop the holes below it too */
+        uint32_t c = ord;
+        while (c > 0 && !d->rev[c - 1])
+            c--;
+        roaring_bitmap_remove_range(d->free, c, d->count);
+        d->count = c;
+    } else {
+        roaring_bitmap_add(d->free, ord);
+    }
+    if (d->dead_bytes >= DICT_COMPACT_MIN && d->dead_bytes > d->live_bytes)
+        dict_compact(d);
+    return ENGAGE_ERR_OK;
+}
 
 void engage_dict_prefetch(const engage_dict_t *d, const char *id, size_t len) {
     uint64_t h = dict_hash(id, len);

@@ -430,10 +430,6 @@ static int checkpoint_eos(proc_t *p) {
     int rc = 0, tries = 0;
     if (staged_fail == 2) {
         /* a changelog record could not be queued: abort, never commit */
-        rd_kafka_error_t *e = rd_kafka_error_new(RD_KAFKA_RESP_ERR__STATE,
-                                                 "changelog produce failed");
-        (void)e;
-        rd_kafka_error_destroy(e);
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
         if (ae) {
             set_fatal(p, "abort_transaction: %s", rd_kafka_error_string(ae));
@@ -494,7 +490,7 @@ static int checkpoint_eos(proc_t *p) {
 }
 
 /* Waits for every produced record, then persists tasks and aggregator. */
-static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
+static int checkpoint(proc_t *p) {
     if (p->eos)
         return checkpoint_eos(p);
     int any = 0;
@@ -523,7 +519,7 @@ static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(p->nparts + 1);
     for (int32_t i = 0; i < p->nparts; i++) {
         engage_task_t *t = p->tasks[i].task;
-        if (!t || (only_partition >= 0 && i != only_partition) || only_agg)
+        if (!t)
             continue;
         if (engage_task_dirty(t)) {
             if (engage_task_persist(t, errstr, sizeof(errstr))) {
@@ -536,7 +532,7 @@ static int checkpoint(proc_t *p, int32_t only_partition, int only_agg) {
             rd_kafka_topic_partition_list_add(offs, p->conf->topic_input, i)->offset =
                 engage_task_next_offset(t);
     }
-    if (p->agg && only_partition < 0) {
+    if (p->agg) {
         if (engage_aggregator_persist(p->agg, errstr, sizeof(errstr))) {
             set_fatal(p, "aggregator state write failed: %s", errstr);
             rd_kafka_topic_partition_list_destroy(offs);
@@ -703,7 +699,7 @@ static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts, int los
             }
         } else {
             /* finish the open transaction before giving partitions up */
-            checkpoint(p, -1, 0);
+            checkpoint(p);
         }
     }
     for (int i = 0; i < parts->cnt; i++) {
@@ -769,23 +765,30 @@ static int kset(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr,
     return rd_kafka_conf_set(kc, k, v, errstr, n) != RD_KAFKA_CONF_OK;
 }
 
+/* Looks the topic up in the full metadata: asking for one named topic can
+ * auto-create it (brokers with auto.create.topics.enable, the mock cluster)
+ * with the wrong partition count. Returns its partition count, 0 if it does
+ * not exist, -1 on error. */
 static int32_t topic_partitions(proc_t *p, const char *topic, char *errstr, size_t n) {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->producer, topic, NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(p->producer, 0, rkt, &md, 30000);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->producer, 1, NULL, &md, 30000);
     if (err) {
         snprintf(errstr, n, "metadata for %s: %s", topic, rd_kafka_err2str(err));
         return -1;
     }
-    int32_t cnt = -1;
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-        cnt = md->topics[0].partition_cnt;
-    else if (md->topic_cnt == 1 &&
-             md->topics[0].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-        snprintf(errstr, n, "metadata for %s: %s", topic, rd_kafka_err2str(md->topics[0].err));
-    else
-        cnt = 0;
+    int32_t cnt = 0;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic) != 0)
+            continue;
+        if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            cnt = md->topics[i].partition_cnt;
+        } else if (md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            snprintf(errstr, n, "metadata for %s: %s", topic,
+                     rd_kafka_err2str(md->topics[i].err));
+            cnt = -1;
+        }
+        break;
+    }
     rd_kafka_metadata_destroy(md);
     return cnt;
 }
@@ -1015,6 +1018,8 @@ static int setup(proc_t *p, char *errstr, size_t n) {
     p->tconf.min_timestamp_ms = c->min_timestamp_ms;
     p->tconf.max_user_id_bytes = c->max_user_id_bytes;
     p->tconf.partition_count = p->nparts;
+    p->tconf.retention_margin_days = (int32_t)c->retention_margin_days;
+    p->tconf.user_retention_days = (int32_t)c->user_retention_days;
     p->emit.opaque = p;
     p->emit.session = emit_session;
     p->emit.partial = emit_partial;
@@ -1284,14 +1289,14 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
          * checkpoint.records records, and whenever the consumer is caught up
          * (a short batch) or the run is done. */
         if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || done) {
-            if (checkpoint(p, -1, 0))
+            if (checkpoint(p))
                 break;
             since_checkpoint = 0;
         }
         rd_kafka_poll(p->producer, 0);
     }
     if (!p->fatal)
-        checkpoint(p, -1, 0);
+        checkpoint(p);
 
 out:
     if (p->consumer) {

@@ -9,8 +9,14 @@
  *   advanced the watermark, not at batch end, so the order of output records
  *   depends only on the input order: a replay with other batch sizes emits
  *   the same records in the same order.
- * - Dirty tracking (new dictionary ordinals, users whose open sessions
- *   changed, days whose bitmaps changed) keeps each batch's write set small.
+ * - Dirty tracking (dictionary entries whose ordinal or last active day
+ *   changed, users whose open sessions changed, days whose bitmaps changed)
+ *   keeps each batch's write set small.
+ * - State stays bounded (task.h): old days and long-inactive users are
+ *   removed at a point fixed by the input (right after the record that
+ *   advanced the last emitted day), never at batch boundaries, because which
+ *   ordinal a new user gets - and so the order in which sessions closing at
+ *   the same instant are reported - depends on which ordinals are free.
  */
 #include "task.h"
 
@@ -19,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <roaring/roaring.h>
 #include <xxhash.h>
 
 #include "buf.h"
@@ -31,8 +38,13 @@
 
 #define META_VERSION 1u
 #define META_LEN (4 + 8 + 8 + 4 + 4 + 4 + 8) /* ..., xxh64 of the first 32 */
-/* days kept in memory behind the last emitted day: the 30-day window */
-#define DAYS_IN_MEMORY 31
+/* the longest window (MAU): days d-29..d, so a day's bitmap is read until
+ * day + 29 has been emitted */
+#define LONGEST_WINDOW 30
+/* dictionary entry value: ordinal u32 LE, last active day i32 LE (the
+ * first version stored the ordinal alone) */
+#define DICT_VAL_LEN 8
+#define DICT_VAL_LEN_V0 4
 
 struct engage_task {
     int32_t partition;
@@ -49,10 +61,18 @@ struct engage_task {
     int32_t min_day;         /* first event day, INT32_MAX: none */
     int32_t emitted_through; /* last day whose partial was emitted, INT32_MIN: none */
     int32_t finished;
-    uint32_t dict_persisted;
     int meta_dirty;
-    uint32_t staged_dict;   /* dictionary count covered by the staged batch */
     int32_t staged_cutoff;  /* days dropped once the staged batch is written */
+
+    /* retention */
+    int32_t day_keep;        /* days kept behind the last emitted day: 30 + margin */
+    int32_t user_retention;  /* days of inactivity before a user is removed */
+    int32_t scanned_through; /* emitted_through at the last expiry scan */
+    int32_t *last_day;       /* ordinal -> last day with a counted event */
+    size_t last_day_cap;
+    int32_t legacy_last_day; /* stands in for it in entries of the first format */
+    roaring_bitmap_t *dirty_users; /* ordinals whose "u" entry must be (re)written */
+    engage_buf_t expired;    /* "u" keys of removed users to delete: [u32 len][key]... */
 
     engage_buf_t buf;
     engage_buf_t key;
@@ -153,14 +173,99 @@ static int emit_final_days(engage_task_t *t, int64_t wm) {
     return 0;
 }
 
+/* ---- retention ------------------------------------------------------- */
+
+/* Removes from the dictionary every user whose last counted event is on a
+ * day before E - user_retention (E = the last emitted day) and queues the
+ * deletion of its "u" key for the next stage. Runs once per advance of E
+ * (O(users)), right after the record that advanced it.
+ *
+ * Why the freed ordinal can be given to a new user at once: the removed
+ * user was last active on a day L < E - R <= E - 31 - margin (open() checks
+ * R >= 31 + margin), so
+ *  - no kept day bitmap holds the ordinal: day bitmaps are kept from
+ *    E - 30 - margin on, and the user is in no bitmap after L; older
+ *    bitmaps may linger in memory until the next commit, but they are never
+ *    read again (a window read for a day still to be emitted, d > E, covers
+ *    d - 29 > E - 29 only) and never written (nothing is added to a day that
+ *    has been emitted);
+ *  - the user has no open session: E is emitted only once every open
+ *    session starts after E, so a user with an open session was active
+ *    after E;
+ *  - no day still to be emitted (> E) holds the user, as L < E.
+ * So the ordinal appears nowhere a count can see it: reusing it cannot
+ * merge two users. The "u" delete and the day deletes land in the same
+ * batch, so restored state never pairs a reused ordinal with an old day. */
+static int expire_users(engage_task_t *t) {
+    if (t->emitted_through == INT32_MIN || t->emitted_through == t->scanned_through)
+        return 0;
+    t->scanned_through = t->emitted_through;
+    int64_t limit = (int64_t)t->emitted_through - t->user_retention;
+    uint32_t n = engage_dict_count(t->dict); /* shrinks as the top goes */
+    for (uint32_t o = 0; o < n; o++) {
+        size_t len;
+        const char *name = engage_dict_name(t->dict, o, &len);
+        if (!name || (int64_t)t->last_day[o] >= limit)
+            continue;
+        uint32_t klen = (uint32_t)len + 1;
+        /* copy the key before the removal (it may rebuild the arena) */
+        if (engage_buf_append(&t->expired, &klen, sizeof(klen)) ||
+            engage_buf_append(&t->expired, "u", 1) ||
+            engage_buf_append(&t->expired, name, len))
+            return -1;
+        engage_dict_remove(t->dict, o);
+        roaring_bitmap_remove(t->dirty_users, o);
+        t->stats.users_expired++;
+    }
+    return 0;
+}
+
+/* After days were emitted: user retention (see expire_users). */
+static engage_err_t after_emit(engage_task_t *t, char *errstr, size_t errstr_size) {
+    if (expire_users(t))
+        return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size,
+                             "partition %d: out of memory", t->partition);
+    return ENGAGE_ERR_OK;
+}
+
 /* ---- load -------------------------------------------------------------- */
+
+/* Makes last_day hold ordinals below n. Returns 0 or -1 on OOM. */
+static int last_day_reserve(engage_task_t *t, uint64_t n) {
+    if (n <= t->last_day_cap)
+        return 0;
+    size_t ncap = t->last_day_cap ? t->last_day_cap : 1024;
+    while (ncap < n)
+        ncap *= 2;
+    int32_t *nl = realloc(t->last_day, ncap * sizeof(*nl));
+    if (!nl)
+        return -1;
+    t->last_day = nl;
+    t->last_day_cap = ncap;
+    return 0;
+}
 
 static int load_dict_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
     engage_task_t *t = opaque;
-    if (vl != 4 || kl < 2 ||
-        engage_dict_insert(t->dict, (const char *)k + 1, kl - 1, engage_get_u32(v))) {
+    uint32_t ord = vl >= 4 ? engage_get_u32(v) : 0;
+    if ((vl != DICT_VAL_LEN && vl != DICT_VAL_LEN_V0) || kl < 2 ||
+        engage_dict_insert(t->dict, (const char *)k + 1, kl - 1, ord)) {
         snprintf(t->load_err, sizeof(t->load_err), "bad dictionary entry (%zu bytes)", vl);
         return 1;
+    }
+    if (last_day_reserve(t, (uint64_t)ord + 1)) {
+        snprintf(t->load_err, sizeof(t->load_err), "out of memory");
+        return 1;
+    }
+    if (vl == DICT_VAL_LEN) {
+        t->last_day[ord] = (int32_t)engage_get_u32((const char *)v + 4);
+    } else {
+        /* first format: no last day stored. Assume the newest day the task
+         * knows (never expires anyone early) and rewrite the entry in the
+         * current format with the next persist, so the assumption is made
+         * once rather than moved forward by every restart. */
+        t->last_day[ord] = t->legacy_last_day;
+        roaring_bitmap_add(t->dirty_users, ord);
     }
     return 0;
 }
@@ -233,10 +338,28 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
     t->max_ts = INT64_MIN;
     t->min_day = INT32_MAX;
     t->emitted_through = INT32_MIN;
+    t->staged_cutoff = INT32_MIN;
+    int32_t margin = conf->retention_margin_days ? conf->retention_margin_days
+                                                 : ENGAGE_TASK_DEFAULT_MARGIN_DAYS;
+    int32_t retention = conf->user_retention_days ? conf->user_retention_days
+                                                  : ENGAGE_TASK_DEFAULT_USER_RETENTION_DAYS;
+    if (margin < 1 || margin > 36500 || retention > 365000 ||
+        retention < LONGEST_WINDOW + 1 + margin) {
+        engage_seterr(ENGAGE_ERR_CONFIG, errstr, errstr_size,
+                      "task %d: user.retention.days (%d) must be at least 31 + "
+                      "state.retention.margin.days (%d) = %d, and the margin at least 1: a "
+                      "removed user's ordinal is reused, which is safe only once no kept day "
+                      "bitmap can hold it",
+                      partition, retention, margin, LONGEST_WINDOW + 1 + margin);
+        goto fail;
+    }
+    t->day_keep = LONGEST_WINDOW + margin;
+    t->user_retention = retention;
     t->dict = engage_dict_new();
     t->sess = engage_sessionizer_new(conf->gap_ms);
     t->days = engage_daystore_new();
-    if (!t->dict || !t->sess || !t->days) {
+    t->dirty_users = roaring_bitmap_create();
+    if (!t->dict || !t->sess || !t->days || !t->dirty_users) {
         engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -244,6 +367,10 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
         goto fail;
     if (load_meta(t, errstr, errstr_size))
         goto fail;
+    t->scanned_through = t->emitted_through; /* the last scan was persisted with it */
+    t->legacy_last_day = t->max_ts != INT64_MIN ? engage_day_of_ms(t->max_ts)
+                         : t->emitted_through != INT32_MIN ? t->emitted_through
+                                                           : 0;
     if (engage_state_iterate(t->st, "u", 1, load_dict_cb, t, errstr, errstr_size) ||
         engage_state_iterate(t->st, "o", 1, load_sess_cb, t, errstr, errstr_size) ||
         engage_state_iterate(t->st, "b", 1, load_day_cb, t, errstr, errstr_size))
@@ -253,15 +380,15 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
                       partition, state_path, t->load_err);
         goto fail;
     }
-    t->dict_persisted = engage_dict_count(t->dict);
     {
         const uint32_t *u;
         const int32_t *d;
         engage_sessionizer_take_dirty(t->sess, &u);
         engage_daystore_take_dirty(t->days, &d);
     }
-    if (t->emitted_through != INT32_MIN)
-        engage_daystore_drop_before(t->days, t->emitted_through - DAYS_IN_MEMORY);
+    /* Days older than the cutoff stay in memory until the next persist,
+     * which deletes them from the store (after a smaller margin was
+     * configured there are some) and then drops them. */
     return t;
 fail:
     engage_task_close(t);
@@ -275,6 +402,10 @@ void engage_task_close(engage_task_t *t) {
     engage_dict_destroy(t->dict);
     engage_sessionizer_destroy(t->sess);
     engage_daystore_destroy(t->days);
+    if (t->dirty_users)
+        roaring_bitmap_free(t->dirty_users);
+    free(t->last_day);
+    engage_buf_free(&t->expired);
     engage_buf_free(&t->buf);
     engage_buf_free(&t->key);
     free(t);
@@ -364,18 +495,28 @@ engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec
         return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size,
                              "partition %d: user dictionary full or out of memory",
                              t->partition);
+    int32_t day = engage_day_of_ms(a.ts_ms);
+    if (is_new) {
+        if (last_day_reserve(t, (uint64_t)ord + 1))
+            return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        t->last_day[ord] = day; /* a new user's first event always counts */
+        roaring_bitmap_add(t->dirty_users, ord);
+    }
     int r = engage_sessionizer_add(t->sess, ord, a.ts_ms, XXH64(a.event_id, a.event_id_len, 0));
     if (r < 0)
         return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
     if (r == 0) {
         t->stats.duplicates++;
     } else {
-        int32_t day = engage_day_of_ms(a.ts_ms);
         t->stats.counted++;
         if (engage_daystore_add_active(t->days, day, ord))
             return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
         if (day < t->min_day)
             t->min_day = day;
+        if (day > t->last_day[ord]) { /* once per user and active day */
+            t->last_day[ord] = day;
+            roaring_bitmap_add(t->dirty_users, ord);
+        }
     }
     if (advanced) {
         int64_t wm = t->max_ts - t->conf.grace_ms;
@@ -384,6 +525,7 @@ engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec
         if (t->cb_failed || emit_final_days(t, wm))
             return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
                                  "partition %d: output failed", t->partition);
+        return after_emit(t, errstr, errstr_size);
     }
     return ENGAGE_ERR_OK;
 }
@@ -401,7 +543,7 @@ engage_err_t engage_task_advance_watermark(engage_task_t *t, int64_t wm, char *e
     if (t->cb_failed || emit_final_days(t, wm))
         return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
                              "partition %d: output failed", t->partition);
-    return ENGAGE_ERR_OK;
+    return after_emit(t, errstr, errstr_size);
 }
 
 engage_err_t engage_task_finish(engage_task_t *t, char *errstr, size_t errstr_size) {
@@ -431,7 +573,7 @@ engage_err_t engage_task_finish(engage_task_t *t, char *errstr, size_t errstr_si
         goto fail;
     t->finished = 1;
     t->meta_dirty = 1;
-    return ENGAGE_ERR_OK;
+    return after_emit(t, errstr, errstr_size);
 fail:
     return engage_seterr(ENGAGE_ERR_KAFKA, errstr, errstr_size,
                          "partition %d: output failed while finishing", t->partition);
@@ -440,7 +582,7 @@ fail:
 int engage_task_finished(const engage_task_t *t) { return t->finished; }
 
 int engage_task_dirty(const engage_task_t *t) {
-    return t->meta_dirty || engage_dict_count(t->dict) != t->dict_persisted;
+    return t->meta_dirty || t->expired.len || !roaring_bitmap_is_empty(t->dirty_users);
 }
 
 engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_size) {
@@ -450,19 +592,43 @@ engage_err_t engage_task_persist(engage_task_t *t, char *errstr, size_t errstr_s
 
 engage_state_t *engage_task_store(engage_task_t *t) { return t->st; }
 
-engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_size) {
-    /* dictionary: ordinals assigned since the last persist */
-    uint32_t n = engage_dict_count(t->dict);
-    for (uint32_t o = t->dict_persisted; o < n; o++) {
-        size_t len;
-        const char *name = engage_dict_name(t->dict, o, &len);
-        unsigned char v[4] = {(unsigned char)o, (unsigned char)(o >> 8), (unsigned char)(o >> 16),
-                              (unsigned char)(o >> 24)};
-        engage_buf_reset(&t->key);
-        if (engage_buf_append(&t->key, "u", 1) || engage_buf_append(&t->key, name, len))
-            return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
-        engage_state_put(t->st, t->key.p, t->key.len, v, 4);
+/* roaring_iterate callback: puts the "u" entry of one dirty ordinal. */
+static bool put_dict_entry(uint32_t o, void *opaque) {
+    engage_task_t *t = opaque;
+    size_t len;
+    const char *name = engage_dict_name(t->dict, o, &len);
+    if (!name) /* removed since (expire_users unmarks, so only defensively) */
+        return true;
+    unsigned char v[DICT_VAL_LEN];
+    uint32_t ld = (uint32_t)t->last_day[o];
+    for (int i = 0; i < 4; i++) {
+        v[i] = (unsigned char)(o >> (8 * i));
+        v[4 + i] = (unsigned char)(ld >> (8 * i));
     }
+    engage_buf_reset(&t->key);
+    if (engage_buf_append(&t->key, "u", 1) || engage_buf_append(&t->key, name, len)) {
+        t->cb_failed = 1;
+        return false;
+    }
+    engage_state_put(t->st, t->key.p, t->key.len, v, sizeof(v));
+    return true;
+}
+
+engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_size) {
+    /* dictionary: removed users' keys first, then the entries that changed
+     * (a removed id that came back is put again after its delete) */
+    for (size_t off = 0; off < t->expired.len;) {
+        uint32_t klen;
+        memcpy(&klen, t->expired.p + off, sizeof(klen));
+        engage_state_delete(t->st, t->expired.p + off + sizeof(klen), klen);
+        off += sizeof(klen) + klen;
+    }
+    engage_buf_reset(&t->expired);
+    t->cb_failed = 0;
+    roaring_iterate(t->dirty_users, put_dict_entry, t);
+    if (t->cb_failed)
+        return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    roaring_bitmap_clear(t->dirty_users);
     /* open sessions of users that changed */
     const uint32_t *users;
     size_t nu = engage_sessionizer_take_dirty(t->sess, &users);
@@ -490,11 +656,12 @@ engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_siz
             return engage_seterr(e, errstr, errstr_size, "day serialization failed");
         engage_state_put(t->st, t->key.p, t->key.len, t->buf.p, t->buf.len);
     }
-    /* days that left the 30-day window of every day still to be emitted
-     * are dropped from memory below; delete them on disk in the same batch
-     * so the store (and the work of the next open) stays bounded */
+    /* days older than the 30-day window of every day still to be emitted,
+     * plus the margin, are dropped from memory at commit; delete them on
+     * disk in the same batch so the store (and the work of the next open)
+     * stays bounded */
     int32_t cutoff = t->emitted_through == INT32_MIN ? INT32_MIN
-                                                     : t->emitted_through - DAYS_IN_MEMORY;
+                                                     : t->emitted_through - t->day_keep;
     int32_t lo, hi;
     if (cutoff != INT32_MIN && engage_daystore_range(t->days, &lo, &hi)) {
         for (int32_t d = lo; d < cutoff && d <= hi; d++) {
@@ -512,7 +679,6 @@ engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_siz
     engage_buf_put_u32(&t->buf, (uint32_t)t->finished);
     engage_buf_put_u64(&t->buf, XXH64(t->buf.p, t->buf.len, 0));
     engage_state_put(t->st, "m", 1, t->buf.p, t->buf.len);
-    t->staged_dict = n;
     t->staged_cutoff = cutoff;
     return ENGAGE_ERR_OK;
 }
@@ -521,7 +687,6 @@ engage_err_t engage_task_commit_staged(engage_task_t *t, char *errstr, size_t er
     engage_err_t err = engage_state_commit(t->st, errstr, errstr_size);
     if (err)
         return err;
-    t->dict_persisted = t->staged_dict;
     t->meta_dirty = 0;
     if (t->staged_cutoff != INT32_MIN)
         engage_daystore_drop_before(t->days, t->staged_cutoff);
@@ -529,3 +694,14 @@ engage_err_t engage_task_commit_staged(engage_task_t *t, char *errstr, size_t er
 }
 
 void engage_task_get_stats(const engage_task_t *t, engage_task_stats_t *st) { *st = t->stats; }
+
+void engage_task_get_memstats(const engage_task_t *t, engage_task_memstats_t *m) {
+    memset(m, 0, sizeof(*m));
+    m->users = engage_dict_size(t->dict);
+    m->ordinal_limit = engage_dict_count(t->dict);
+    m->free_ordinals = engage_dict_free_count(t->dict);
+    engage_dict_key_bytes(t->dict, &m->key_bytes, &m->dead_key_bytes);
+    if (!engage_daystore_range(t->days, &m->min_day, &m->max_day))
+        m->min_day = m->max_day = INT32_MIN;
+    m->open_sessions = engage_sessionizer_open_count(t->sess);
+}

@@ -15,9 +15,17 @@
  *   emit every day that became final for this partition (a DayPartial).
  *
  * State keys (one store per task): "m" meta (next offset, max timestamp,
- * last day emitted...), "u"+user id -> ordinal, "o"+ordinal -> open
- * sessions, "b"+day -> day bitmaps and aggregates. engage_task_persist()
- * writes all changes since the last call and the next offset in one batch.
+ * last day emitted...), "u"+user id -> ordinal and last active day,
+ * "o"+ordinal -> open sessions, "b"+day -> day bitmaps and aggregates.
+ * engage_task_persist() writes all changes since the last call and the next
+ * offset in one batch.
+ *
+ * Bounded state: whenever the last emitted day E advances, day bitmaps
+ * older than E - (30 + retention_margin_days) leave memory and the store,
+ * and users whose last counted event is on a day before
+ * E - user_retention_days leave the dictionary (their "u" keys are
+ * deleted; their ordinals are reused by the next new users). Deletes go
+ * through the store like puts, so a changelog mirror sees them too.
  */
 #ifndef ENGAGE_TASK_H
 #define ENGAGE_TASK_H
@@ -61,20 +69,40 @@ typedef struct engage_task_conf {
     int64_t min_timestamp_ms;
     int64_t max_user_id_bytes;
     int32_t partition_count; /* input partitions, carried in DayPartials */
+    /* Bounded state; 0 means the default. engage_task_open() fails with
+     * CONFIG unless margin >= 1 and user retention >= 31 + margin. */
+    int32_t retention_margin_days; /* state.retention.margin.days, default 5 */
+    int32_t user_retention_days;   /* user.retention.days, default 90 */
 } engage_task_conf_t;
+
+#define ENGAGE_TASK_DEFAULT_MARGIN_DAYS 5
+#define ENGAGE_TASK_DEFAULT_USER_RETENTION_DAYS 90
 
 /** Counters, for logs and tests. */
 typedef struct engage_task_stats {
     int64_t records, counted, duplicates, late, dead;
     int64_t sessions_closed, partials_emitted;
+    int64_t users_expired; /* dictionary entries removed by user retention */
 } engage_task_stats_t;
+
+/** Sizes of the in-memory state (what retention bounds), for logs and tests. */
+typedef struct engage_task_memstats {
+    uint32_t users;         /* ids in the dictionary */
+    uint32_t ordinal_limit; /* every ordinal in use is below this */
+    uint32_t free_ordinals; /* unmapped ordinals below ordinal_limit */
+    size_t key_bytes;       /* dictionary arena: live keys */
+    size_t dead_key_bytes;  /* dictionary arena: removed keys not yet reclaimed */
+    int32_t min_day, max_day; /* day records in memory; both INT32_MIN if none */
+    size_t open_sessions;
+} engage_task_memstats_t;
 
 typedef struct engage_task engage_task_t;
 
 /** Opens the task of `partition` with its store at state_path (created if
  *  missing) and loads its state. dec (shared, not owned) decodes values;
  *  emit is copied. Returns NULL with errstr on failure (including corrupt
- *  state). Free with engage_task_close(). */
+ *  state, and retention settings that break the rule in
+ *  engage_task_conf_t). Free with engage_task_close(). */
 engage_task_t *engage_task_open(int32_t partition, const char *state_path,
                                 const engage_task_conf_t *conf, engage_decoder_t *dec,
                                 const engage_emit_t *emit, char *errstr,
@@ -135,6 +163,9 @@ int engage_task_dirty(const engage_task_t *t);
 
 /** Returns the current counters. */
 void engage_task_get_stats(const engage_task_t *t, engage_task_stats_t *st);
+
+/** Fills *m with the current sizes of the in-memory state. */
+void engage_task_get_memstats(const engage_task_t *t, engage_task_memstats_t *m);
 
 /** Returns the partition watermark (max timestamp - grace), INT64_MIN if no
  *  valid record was seen yet. */

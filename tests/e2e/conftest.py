@@ -68,6 +68,10 @@ def _wait_broker(bootstrap: str, timeout: float = 60) -> None:
                 pytrace=False)
 
 
+# port and data dir of the broker the bootstrap fixture started itself (if it did)
+_OWN_BROKER = {}
+
+
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory):
     env = os.environ.get("ENGAGE_BOOTSTRAP")
@@ -89,6 +93,7 @@ def bootstrap(tmp_path_factory):
         pytest.fail(f"{start} {port} {datadir} failed (exit {r.returncode}):\n"
                     f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}", pytrace=False)
     bs = f"127.0.0.1:{port}"
+    _OWN_BROKER.update(port=port, datadir=str(datadir))
     try:
         _wait_broker(bs)
         yield bs
@@ -129,3 +134,17 @@ def make_pipeline(engage_bin, bootstrap, tmp_path, request):
                 p.delete_topics(with_input=own_input)
             except Exception:  # noqa: BLE001  (cleanup only)
                 pass
+
+
+@pytest.fixture(scope="session")
+def broker_control(bootstrap):
+    """(port, datadir) of the session broker, for tests that stop and restart
+    it with scripts/kafka/stop.sh / start.sh; None when it is not ours to
+    control (ENGAGE_BOOTSTRAP without ENGAGE_KAFKA_PORT / ENGAGE_KAFKA_DATADIR,
+    as scripts/test.sh sets them)."""
+    if _OWN_BROKER:
+        return _OWN_BROKER["port"], _OWN_BROKER["datadir"]
+    port, datadir = os.environ.get("ENGAGE_KAFKA_PORT"), os.environ.get("ENGAGE_KAFKA_DATADIR")
+    if port and datadir and bootstrap.rsplit(":", 1)[-1] == port and os.path.isdir(datadir):
+        return int(port), datadir
+    return None

@@ -1215,6 +1215,250 @@ static void test_session_metrics_roundtrip(void **state) {
     engage_encoder_destroy(e);
 }
 
+
+/* ---- zero-copy path vs avro-c ------------------------------------------- */
+
+/* A varint padded with k redundant 0x80 continuation groups (still at most
+ * 10 bytes): valid Avro that minimal encoders never write. */
+static void put_varint_padded(bytes_t *o, int64_t v, int pad) {
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    int n = 0;
+    do {
+        o->b[o->n++] = (unsigned char)((z & 0x7f) | 0x80);
+        z >>= 7;
+        n++;
+    } while (z);
+    while (pad-- > 0 && n < 10) {
+        o->b[o->n++] = 0x80;
+        n++;
+    }
+    o->b[o->n - 1] &= 0x7f;
+}
+
+static void put_rand_str(bytes_t *o, int pad) {
+    static const char alpha[] = "abcxyz-_0123456789\0\xff\xc3\xa9";
+    size_t n = rng() % 4 == 0 ? (size_t)(rng() % 200) : (size_t)(rng() % 12);
+    put_varint_padded(o, (int64_t)n, pad);
+    for (size_t i = 0; i < n; i++)
+        o->b[o->n++] = (unsigned char)alpha[rng() % (sizeof(alpha) - 1)];
+}
+
+static int64_t rand_ts(void) {
+    static const int64_t edge[] = {0, -1, 1, 63, 64, -64, -65, INT64_MAX, INT64_MIN,
+                                   INT32_MAX, (int64_t)INT32_MIN - 1, 1767225600000LL};
+    switch (rng() % 4) {
+    case 0:
+        return edge[rng() % (sizeof(edge) / sizeof(edge[0]))];
+    case 1:
+        return (int64_t)rng();
+    default:
+        return 1700000000000LL + (int64_t)(rng() % 100000000000ULL);
+    }
+}
+
+/* A random valid datum of schemas/user_action.avsc (framing optional). */
+static void gen_valid(bytes_t *o, int confluent) {
+    int pad = rng() % 8 == 0 ? (int)(rng() % 4) : 0;
+    o->n = 0;
+    if (confluent)
+        put_hdr(o, 1);
+    put_rand_str(o, pad);
+    put_rand_str(o, pad);
+    put_varint_padded(o, rand_ts(), pad);
+    put_rand_str(o, pad);
+    for (int k = 0; k < 2; k++) {
+        if (rng() % 3 == 0) {
+            put_varint_padded(o, 0, pad);
+        } else {
+            put_varint_padded(o, 1, pad);
+            put_rand_str(o, pad);
+        }
+    }
+}
+
+/* Mutates o in place: byte flips, cuts, insertions, deletions, or a
+ * rewritten varint; keeps within the buffer. */
+static void mutate(bytes_t *o, size_t keep) {
+    int rounds = 1 + (int)(rng() % 3);
+    for (int r = 0; r < rounds; r++) {
+        size_t lo = keep < o->n ? keep : o->n;
+        size_t at = o->n > lo ? lo + (size_t)(rng() % (o->n - lo)) : lo;
+        switch (rng() % 6) {
+        case 0: /* flip a byte */
+            if (at < o->n)
+                o->b[at] = (unsigned char)rng();
+            break;
+        case 1: /* cut */
+            o->n = at;
+            break;
+        case 2: /* insert a byte */
+            if (o->n < sizeof(o->b) - 1) {
+                memmove(o->b + at + 1, o->b + at, o->n - at);
+                o->b[at] = (unsigned char)rng();
+                o->n++;
+            }
+            break;
+        case 3: /* delete a byte */
+            if (at < o->n) {
+                memmove(o->b + at, o->b + at + 1, o->n - at - 1);
+                o->n--;
+            }
+            break;
+        case 4: /* append garbage */
+            for (int k = (int)(rng() % 4); k >= 0 && o->n < sizeof(o->b); k--)
+                o->b[o->n++] = (unsigned char)rng();
+            break;
+        default: /* a small or extreme varint at `at` (union indices, lengths) */
+            if (at < o->n && o->n < sizeof(o->b) - 16) {
+                static const int64_t v[] = {-1, 0, 1, 2, 3, 1000, INT64_MAX, INT64_MIN};
+                bytes_t t = {.n = 0};
+                put_varint(&t, v[rng() % 8]);
+                memmove(o->b + at + t.n, o->b + at + 1, o->n - at - 1);
+                memcpy(o->b + at, t.b, t.n);
+                o->n = o->n - 1 + t.n;
+            }
+            break;
+        }
+    }
+}
+
+static int points_into(const char *p, const void *buf, size_t len) {
+    const char *b = buf;
+    return p >= b && p <= b + len;
+}
+
+static void assert_same_view(const char *a, size_t an, const char *b, size_t bn) {
+    assert_int_equal(an, bn);
+    assert_int_equal(a == NULL, b == NULL);
+    if (a && an)
+        assert_memory_equal(a, b, an);
+}
+
+/* Decodes b[0..n) (a fresh heap copy, so ASan sees over-reads) with both
+ * decoders and checks identical results or errors. Returns the error. */
+static engage_err_t diff_decode(engage_decoder_t *fast, engage_decoder_t *slow,
+                                const unsigned char *b, size_t n, int expect_fast) {
+    unsigned char *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, b, n);
+    char e1[512] = "", e2[512] = "";
+    engage_action_t x, y;
+    engage_err_t r1 = engage_decoder_decode(fast, copy, n, &x, e1, sizeof(e1));
+    engage_err_t r2 = engage_decoder_decode(slow, copy, n, &y, e2, sizeof(e2));
+    if (r1 != r2 || strcmp(e1, e2) != 0)
+        fail_msg("len %zu: zero-copy %s \"%s\", avro-c %s \"%s\"", n, engage_err_name(r1), e1,
+                 engage_err_name(r2), e2);
+    if (r1 == ENGAGE_ERR_OK) {
+        check_action_sane(&x);
+        assert_same_view(x.event_id, x.event_id_len, y.event_id, y.event_id_len);
+        assert_same_view(x.user_id, x.user_id_len, y.user_id, y.user_id_len);
+        assert_same_view(x.action, x.action_len, y.action, y.action_len);
+        assert_same_view(x.platform, x.platform_len, y.platform, y.platform_len);
+        assert_same_view(x.app_version, x.app_version_len, y.app_version, y.app_version_len);
+        assert_int_equal(x.ts_ms, y.ts_ms);
+        /* the zero-copy path points into the input, avro-c never does */
+        assert_int_equal(points_into(x.user_id, copy, n), expect_fast);
+        assert_false(points_into(y.user_id, copy, n));
+    } else {
+        assert_null(x.event_id);
+        assert_null(x.user_id);
+        assert_null(x.platform);
+        assert_int_equal(x.ts_ms, 0);
+    }
+    free(copy);
+    return r1;
+}
+
+static void test_fast_path_differential(void **state) {
+    (void)state;
+    for (int confluent = 0; confluent <= 1; confluent++) {
+        engage_decoder_t *fast = confluent ? new_conf() : new_plain();
+        engage_decoder_t *slow = confluent ? new_conf() : new_plain();
+        engage_decoder_set_fast_path(slow, 0);
+        engage_decoder_set_fast_path(NULL, 0); /* ignored */
+        int ok = 0, bad = 0;
+        bytes_t o;
+        for (int iter = 0; iter < 20000; iter++) {
+            gen_valid(&o, confluent);
+            assert_int_equal(diff_decode(fast, slow, o.b, o.n, 1), ENGAGE_ERR_OK);
+            ok++;
+            for (int m = 0; m < 3; m++) {
+                bytes_t mu = o;
+                mutate(&mu, confluent ? 5 : 0);
+                if (diff_decode(fast, slow, mu.b, mu.n, 1) != ENGAGE_ERR_OK)
+                    bad++;
+            }
+        }
+        assert_true(ok > 0 && bad > 1000);
+
+        /* evolved writers (ids 2 and 3) never take the zero-copy path */
+        if (confluent) {
+            static const char *const ev[] = {
+                "{\"event_id\":\"e\",\"user_id\":\"u\",\"timestamp\":1,\"action\":\"a\","
+                "\"platform\":\"p\",\"session_hint\":\"h\"}",
+                "{\"event_id\":\"e\",\"user_id\":\"u\",\"timestamp\":1,\"action\":\"a\"}"};
+            for (int id = 2; id <= 3; id++) {
+                void *buf;
+                size_t len;
+                enc_json(fast, 1, id, ev[id - 2], &buf, &len);
+                assert_int_equal(diff_decode(fast, slow, buf, len, 0), ENGAGE_ERR_OK);
+                free(buf);
+            }
+        }
+        engage_decoder_destroy(fast);
+        engage_decoder_destroy(slow);
+    }
+}
+
+/* Writer schemas that resolve but are not the reader field for field
+ * (reordered fields, a union in the other order) go through avro-c. */
+static void test_fast_path_only_for_identical_writer(void **state) {
+    (void)state;
+    static const char *const near[] = {
+        "{\"type\":\"record\",\"name\":\"UserAction\",\"namespace\":\"engage.v1\",\"fields\":["
+        "{\"name\":\"user_id\",\"type\":\"string\"},{\"name\":\"event_id\",\"type\":\"string\"},"
+        "{\"name\":\"timestamp\",\"type\":\"long\"},{\"name\":\"action\",\"type\":\"string\"},"
+        "{\"name\":\"platform\",\"type\":[\"null\",\"string\"],\"default\":null},"
+        "{\"name\":\"app_version\",\"type\":[\"null\",\"string\"],\"default\":null}]}",
+        "{\"type\":\"record\",\"name\":\"UserAction\",\"namespace\":\"engage.v1\",\"fields\":["
+        "{\"name\":\"event_id\",\"type\":\"string\"},{\"name\":\"user_id\",\"type\":\"string\"},"
+        "{\"name\":\"timestamp\",\"type\":\"long\"},{\"name\":\"action\",\"type\":\"string\"},"
+        "{\"name\":\"platform\",\"type\":[\"string\",\"null\"]},"
+        "{\"name\":\"app_version\",\"type\":[\"null\",\"string\"],\"default\":null}]}",
+        /* identical but written without the logical type: still the reader */
+        "{\"type\":\"record\",\"name\":\"UserAction\",\"namespace\":\"engage.v1\",\"fields\":["
+        "{\"name\":\"event_id\",\"type\":\"string\"},{\"name\":\"user_id\",\"type\":\"string\"},"
+        "{\"name\":\"timestamp\",\"type\":\"long\"},{\"name\":\"action\",\"type\":\"string\"},"
+        "{\"name\":\"platform\",\"type\":[\"null\",\"string\"],\"default\":null},"
+        "{\"name\":\"app_version\",\"type\":[\"null\",\"string\"],\"default\":null}]}"};
+    for (int k = 0; k < 3; k++) {
+        const char *path = write_tmp_schema(near[k]);
+        engage_decoder_t *fast = engage_decoder_new(0, NULL, path, errstr, sizeof(errstr));
+        engage_decoder_t *slow = engage_decoder_new(0, NULL, path, errstr, sizeof(errstr));
+        unlink(path);
+        assert_non_null(fast);
+        assert_non_null(slow);
+        engage_decoder_set_fast_path(slow, 0);
+        void *buf;
+        size_t len;
+        enc_json(fast, 0, 0,
+                 "{\"event_id\":\"ev\",\"user_id\":\"us\",\"timestamp\":42,\"action\":\"ac\","
+                 "\"platform\":\"pl\",\"app_version\":null}",
+                 &buf, &len);
+        assert_int_equal(diff_decode(fast, slow, buf, len, k == 2), ENGAGE_ERR_OK);
+        engage_action_t a;
+        assert_int_equal(engage_decoder_decode(fast, buf, len, &a, errstr, sizeof(errstr)),
+                         ENGAGE_ERR_OK);
+        assert_view(a.event_id, a.event_id_len, "ev");
+        assert_view(a.user_id, a.user_id_len, "us");
+        assert_view(a.platform, a.platform_len, "pl");
+        assert_null(a.app_version);
+        free(buf);
+        engage_decoder_destroy(fast);
+        engage_decoder_destroy(slow);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_confluent),
@@ -1230,6 +1474,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_every_length),
         cmocka_unit_test(test_malformed_datums),
         cmocka_unit_test(test_garbage_fuzz),
+        cmocka_unit_test(test_fast_path_differential),
+        cmocka_unit_test(test_fast_path_only_for_identical_writer),
         cmocka_unit_test(test_encoder_determinism),
         cmocka_unit_test(test_partial_roundtrip),
         cmocka_unit_test(test_to_json_outputs),

@@ -60,6 +60,7 @@ static void assert_conf_equal(const engage_conf_t *a, const engage_conf_t *b) {
     I_(until_end); S_(log_level); S_(topic_session_metrics);
     I_(output_schema_id_session_metrics);
     assert_true(a->iqr_multiplier == b->iqr_multiplier);
+    I_(retention_margin_days); I_(user_retention_days);
 #undef S_
 #undef I_
 }
@@ -97,6 +98,8 @@ static void test_defaults(void **s) {
     assert_string_equal(c->topic_session_metrics, "session-metrics");
     assert_int_equal(c->output_schema_id_session_metrics, 104);
     assert_true(c->iqr_multiplier == 1.5);
+    assert_int_equal(c->retention_margin_days, 5);
+    assert_int_equal(c->user_retention_days, 90);
     assert_int_equal(c->kafka_cnt, 0);
     engage_conf_destroy(c);
     engage_conf_destroy(NULL);
@@ -114,6 +117,20 @@ static void test_set_and_validate(void **s) {
     assert_non_null(strstr(errstr, "batch.size"));
     assert_non_null(strstr(errstr, "out of range"));
     assert_int_equal(c->batch_size, 500); /* unchanged */
+    /* retention: ranges here, the cross-check (retention >= 31 + margin) at
+     * task open (test_retention.c) */
+    assert_int_equal(engage_conf_set(c, "user.retention.days", "40", errstr, sizeof(errstr)),
+                     ENGAGE_ERR_OK);
+    assert_int_equal(c->user_retention_days, 40);
+    assert_int_equal(engage_conf_set(c, "user.retention.days", "31", errstr, sizeof(errstr)),
+                     ENGAGE_ERR_CONFIG);
+    assert_int_equal(engage_conf_set(c, "state.retention.margin.days", "0", errstr,
+                                     sizeof(errstr)),
+                     ENGAGE_ERR_CONFIG);
+    assert_int_equal(engage_conf_set(c, "state.retention.margin.days", "1", errstr,
+                                     sizeof(errstr)),
+                     ENGAGE_ERR_OK);
+    assert_int_equal(c->retention_margin_days, 1);
     assert_int_equal(engage_conf_set(c, "session.gap.ms", "-5", errstr, sizeof(errstr)),
                      ENGAGE_ERR_CONFIG);
     assert_int_equal(engage_conf_set(c, "session.gap.ms", "12abc", errstr, sizeof(errstr)),

@@ -76,6 +76,7 @@ public final class EngageStreams {
         DEFAULTS.put("max-skew-ms", "3600000");
         DEFAULTS.put("min-ts-ms", "1262304000000");
         DEFAULTS.put("max-user-id-bytes", "256");
+        DEFAULTS.put("session-retention-ms", String.valueOf(7 * 86400000L));
         DEFAULTS.put("flush-user", "__bench_flush__");
         DEFAULTS.put("until-done", "true");
         DEFAULTS.put("quiet-ms", "0");
@@ -89,6 +90,7 @@ public final class EngageStreams {
         String flushUser = o.get("flush-user"), prefix = o.get("out-prefix");
         long maxSkew = Long.parseLong(o.get("max-skew-ms")), minTs = Long.parseLong(o.get("min-ts-ms"));
         int maxUid = Integer.parseInt(o.get("max-user-id-bytes"));
+        long sessionRetention = Long.parseLong(o.get("session-retention-ms"));
 
         StreamsBuilder b = new StreamsBuilder();
         b.addStateStore(Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(Processors.WATERMARK_STORE),
@@ -122,7 +124,10 @@ public final class EngageStreams {
                         (user, a, c) -> Model.SessionAgg.merge(a, c),
                         Named.as("sessionize"),
                         Materialized.<String, Model.SessionAgg, SessionStore<Bytes, byte[]>>as("sessions")
-                                .withKeySerde(Serdes.String()).withValueSerde(Model.SESSION_AGG_SERDE))
+                                .withKeySerde(Serdes.String()).withValueSerde(Model.SESSION_AGG_SERDE)
+                                // segments = retention / 2: the default retention (gap + grace)
+                                // opens a new RocksDB every 17.5 min of event time
+                                .withRetention(Duration.ofMillis(sessionRetention)))
                 .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded())
                         .withName("until-session-closes"))
                 .toStream(Named.as("closed-sessions"))
@@ -164,6 +169,9 @@ public final class EngageStreams {
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.MAX_POLL_RECORDS_CONFIG), o.get("max-poll-records"));
         p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), 10);
         p.put(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), 256 * 1024);
+        // Streams' EOS default is 10 s; on a busy 2-core machine a cold JVM's
+        // first transactions can exceed it, and every abort replays work.
+        p.put(StreamsConfig.producerPrefix(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG), 60000);
         p.putAll(extra);
         return p;
     }
