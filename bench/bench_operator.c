@@ -23,11 +23,16 @@
  * Results of the modes are cross-checked (counted events, sessions).
  *
  * Input: the synthetic workload below (-u users, -e events), or an
- * `engage gen` JSON-lines file (-j FILE; -P N keeps one partition, -e N the
- * first N records), pre-encoded into Confluent-framed values (schema id 1)
- * before timing. -c FILE caches the encoded records: loaded if FILE exists,
+ * `engage gen` JSON-lines file (-j FILE), pre-encoded into Confluent-framed
+ * values (schema id 1) before timing. -P P keeps the records of partition P
+ * of -N (default 8) by `engage gen`'s rule (XXH64 of the key); -e N keeps
+ * the first N records. -c FILE caches the encoded records: loaded if FILE exists,
  * else written after encoding (JSON parsing is slow, and slower still under
  * valgrind).
+ *
+ * -B (with a core mode) prints the bytes per active user-day of the day
+ * records as engage_daystore_serialize_day() writes them, at the end of the
+ * first core run.
  *
  * Timing: CPU time of this process (the machine may be shared; wall time
  * would charge other processes' time to the operator), best of -r runs,
@@ -257,7 +262,7 @@ static const char *jstr(json_t *o, const char *k, size_t *n) {
 }
 
 /* Reads `engage gen` JSON lines (docs/JSONL.md) and encodes each record. */
-static void load_jsonl(data_t *d, const char *path, long part, size_t maxrec) {
+static void load_jsonl(data_t *d, const char *path, size_t maxrec) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f)
         die("cannot open %s", path);
@@ -268,11 +273,6 @@ static void load_jsonl(data_t *d, const char *path, long part, size_t maxrec) {
         json_t *o = json_loads(line, JSON_ALLOW_NUL, NULL);
         if (!json_is_object(o))
             die("bad line in %s", path);
-        json_t *jp = json_object_get(o, "partition");
-        if (part >= 0 && json_is_integer(jp) && json_integer_value(jp) != part) {
-            json_decref(o);
-            continue;
-        }
         size_t kn = 0, un = 0, en = 0, an = 0, pn, vn;
         const char *uid = jstr(o, "user_id", &un);
         const char *key = jstr(o, "key", &kn);
@@ -317,7 +317,20 @@ static void save_cache(const data_t *d, const char *path) {
         die("cannot write %s", path);
 }
 
-static int load_cache(data_t *d, const char *path, size_t maxrec) {
+/* Keeps the records of partition part of nparts, by `engage gen`'s rule
+ * (XXH64 of the key modulo the partition count), then the first maxrec. */
+static void keep_partition(data_t *d, long part, long nparts, size_t maxrec) {
+    size_t k = 0;
+    for (size_t i = 0; i < d->nrec; i++) {
+        const rec_t *r = &d->recs[i];
+        if (part < 0 || XXH64(d->pool + r->key_off, r->key_len, 0) % (uint64_t)nparts ==
+                            (uint64_t)part)
+            d->recs[k++] = *r;
+    }
+    d->nrec = maxrec && k > maxrec ? maxrec : k;
+}
+
+static int load_cache(data_t *d, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f)
         return 0;
@@ -333,8 +346,6 @@ static int load_cache(data_t *d, const char *path, size_t maxrec) {
     fclose(f);
     d->nrec = d->rcap = n[0];
     d->plen = d->pcap = n[1];
-    if (maxrec && d->nrec > maxrec)
-        d->nrec = maxrec;
     return 1;
 }
 
@@ -406,8 +417,46 @@ static void core_init(core_t *c) {
         die("%s", "out of memory");
 }
 
+/* Bytes per active user-day of the serialized days (engage_daystore_
+ * serialize_day(); the layout is in daystore.c: 32 fixed bytes, u32 length
+ * and the active-user bitmap, u32 length and the session-user bitmap, an
+ * 8-byte checksum). Days not complete at the end of the input are counted
+ * too. */
+static int report_bytes;
+
+static void day_bytes(engage_daystore_t *ds) {
+    int32_t lo, hi;
+    engage_buf_t b = {0};
+    uint64_t users = 0, susers = 0, la = 0, lu = 0, total = 0;
+    if (!engage_daystore_range(ds, &lo, &hi))
+        return;
+    for (int32_t day = lo; day <= hi; day++) {
+        engage_day_stats_t st;
+        engage_buf_reset(&b);
+        if (engage_daystore_serialize_day(ds, day, &b))
+            continue;
+        engage_daystore_stats(ds, day, &st);
+        uint32_t a = engage_get_u32(b.p + 32);
+        la += a;
+        lu += engage_get_u32(b.p + 36 + a);
+        total += b.len;
+        users += engage_daystore_dau(ds, day);
+        susers += (uint64_t)st.session_users;
+    }
+    printf("days %d..%d: %" PRIu64 " active user-days, %" PRIu64 " session user-days; "
+           "bytes per active user-day: active bitmap %.3f, session-user bitmap %.3f, "
+           "whole day records %.3f\n",
+           lo, hi, users, susers, (double)la / (double)users, (double)lu / (double)users,
+           (double)total / (double)users);
+    engage_buf_free(&b);
+}
+
 static void core_done(core_t *c, run_t *res) {
     engage_sessionizer_close_all(c->s, core_on_close, c);
+    if (report_bytes) {
+        day_bytes(c->ds);
+        report_bytes = 0;
+    }
     res->closed = c->closed;
     res->users = engage_dict_count(c->d);
     engage_daystore_destroy(c->ds);
@@ -635,10 +684,10 @@ static int has_mode(const char *list, const char *m) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: bench_operator [-j FILE.jsonl [-P partition]] [-c CACHE] [-u users] "
+            "usage: bench_operator [-j FILE.jsonl] [-c CACHE] [-P partition [-N partitions]] [-u users] "
             "[-e records]\n"
             "                      [-b close_every] [-k persist_every] [-r reps] [-m modes] "
-            "[-s dir] [-o]\n"
+            "[-s dir] [-o] [-B]\n"
             "modes: core,pipe,dcore,decode,task,dcore-avro,decode-avro,task-avro\n");
     exit(2);
 }
@@ -649,12 +698,13 @@ int main(int argc, char **argv) {
     const char *dir = NULL;
     size_t nrec = 0, batch = 10000, every = 100000;
     uint32_t nusers = 100000;
-    long part = -1;
+    long part = -1, nparts = 8;
     int reps = 3, encode = 0, opt;
-    while ((opt = getopt(argc, argv, "j:P:c:u:e:b:k:r:m:s:o")) != -1) {
+    while ((opt = getopt(argc, argv, "j:P:N:c:u:e:b:k:r:m:s:oB")) != -1) {
         switch (opt) {
         case 'j': jsonl = optarg; break;
         case 'P': part = strtol(optarg, NULL, 10); break;
+        case 'N': nparts = strtol(optarg, NULL, 10); break;
         case 'c': cache = optarg; break;
         case 'u': nusers = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'e': nrec = strtoull(optarg, NULL, 10); break;
@@ -664,10 +714,12 @@ int main(int argc, char **argv) {
         case 'm': modes = optarg; break;
         case 's': dir = optarg; break;
         case 'o': encode = 1; break;
+        case 'B': report_bytes = 1; break;
         default: usage();
         }
     }
-    if (nusers < 4 || batch == 0 || every == 0 || reps < 1 || optind != argc)
+    if (nusers < 4 || batch == 0 || every == 0 || reps < 1 || nparts < 1 || part >= nparts ||
+        optind != argc)
         usage();
     if (!dir) {
         snprintf(dirbuf, sizeof(dirbuf), "/tmp/bench_operator.%d", (int)getpid());
@@ -675,14 +727,15 @@ int main(int argc, char **argv) {
     }
 
     data_t d = {0};
-    if (!cache || !load_cache(&d, cache, nrec)) {
+    if (!cache || !load_cache(&d, cache)) {
         if (jsonl)
-            load_jsonl(&d, jsonl, part, nrec);
+            load_jsonl(&d, jsonl, part < 0 ? nrec : 0);
         else
             make_synthetic(&d, nrec ? nrec : 1000000, nusers);
         if (cache)
             save_cache(&d, cache);
     }
+    keep_partition(&d, part, nparts, nrec);
     char err[512];
     engage_decoder_t *dec = engage_decoder_new(1, "1=builtin", NULL, err, sizeof(err));
     if (!dec)

@@ -1183,7 +1183,6 @@ static int fast_op(avro_schema_t w, avro_schema_t r, int slot, uint8_t *null_bra
 /* Sets e->fast and its program if e's writer schema is the reader's. */
 static void fast_compile(const engage_decoder_t *dec, writer_ent_t *e) {
     size_t n = avro_schema_record_size(e->wschema);
-    int seen[S__COUNT] = {0};
     e->fast = 0;
     if (n != S__COUNT || avro_schema_record_size(dec->rschema) != n ||
         strcmp(avro_schema_name(e->wschema), avro_schema_name(dec->rschema)) != 0)
@@ -1193,113 +1192,137 @@ static void fast_compile(const engage_decoder_t *dec, writer_ent_t *e) {
         const char *rn = avro_schema_record_field_name(dec->rschema, (int)i);
         int slot = wn ? slot_of_name(wn) : -1;
         uint8_t nb = 0;
-        if (slot < 0 || !rn || strcmp(wn, rn) != 0 || seen[slot]++)
+        /* fast_decode() is written for the fields in slot order */
+        if (slot != (int)i || !rn || strcmp(wn, rn) != 0)
             return;
         int op = fast_op(avro_schema_record_field_get_by_index(e->wschema, (int)i),
                          avro_schema_record_field_get_by_index(dec->rschema, (int)i), slot,
                          &nb);
-        if (op < 0)
+        int want = slot == S_TS ? F_LONG
+                   : slot == S_PLATFORM || slot == S_APP_VERSION ? F_OPT_STR
+                                                                 : F_STR;
+        if (op != want)
             return;
         e->ff[i] = (fast_field_t){(uint8_t)op, (uint8_t)slot, nb};
     }
     e->fast = 1;
 }
 
-/* A zig-zag varint, exactly as v_varint() reads it. */
-static inline int fast_varint(const unsigned char **pp, const unsigned char *end, int64_t *out,
-                              const char **why) {
-    const unsigned char *p = *pp;
-    uint64_t v;
+/* Reads a varint as v_varint() does (at most 10 bytes), leaving the
+ * zig-zag value in *z: returns the byte after it, or NULL with *why. The
+ * callers decode z themselves (odd = negative), which keeps every value in
+ * a register. */
+static inline const unsigned char *fast_varint(const unsigned char *p, const unsigned char *end,
+                                               uint64_t *z, const char **why) {
     if (p < end && !(*p & 0x80)) { /* one byte: lengths, union indices */
-        v = *p;
-        *pp = p + 1;
-        *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
-        return 0;
+        *z = *p;
+        return p + 1;
     }
-    v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end - p >= 8) { /* up to 8 bytes (timestamps take 6) without a loop */
+        uint64_t x, stop;
+        memcpy(&x, p, 8);
+        stop = ~x & 0x8080808080808080ULL;
+        if (stop) {
+            unsigned nbits = (unsigned)__builtin_ctzll(stop) + 1; /* through the last byte */
+            if (nbits < 64)
+                x &= (1ULL << nbits) - 1;
+            /* drop the continuation bits: 7-bit groups -> 14 -> 28 -> 56 */
+            x = ((x & 0x7f007f007f007f00ULL) >> 1) | (x & 0x007f007f007f007fULL);
+            x = ((x & 0x3fff00003fff0000ULL) >> 2) | (x & 0x00003fff00003fffULL);
+            x = ((x & 0x0fffffff00000000ULL) >> 4) | (x & 0x000000000fffffffULL);
+            *z = x;
+            return p + nbits / 8;
+        }
+    }
+#endif
+    uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (p >= end) {
             *why = "truncated varint";
-            return -1;
+            return NULL;
         }
         unsigned char b = *p++;
         v |= (uint64_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {
-            *pp = p;
-            *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
-            return 0;
+            *z = v;
+            return p;
         }
     }
     *why = "varint longer than 10 bytes";
-    return -1;
+    return NULL;
 }
 
-/* A string: its view into the buffer. */
-static inline int fast_string(const unsigned char **pp, const unsigned char *end,
-                              const char **s, size_t *n, const char **why) {
-    int64_t len;
-    if (fast_varint(pp, end, &len, why))
-        return -1;
-    if (len < 0) {
+/* A string: its view into the buffer. Returns the byte after it or NULL. */
+static inline const unsigned char *fast_string(const unsigned char *p, const unsigned char *end,
+                                               const char **s, size_t *n, const char **why) {
+    uint64_t z;
+    if (!(p = fast_varint(p, end, &z, why)))
+        return NULL;
+    if (z & 1) {
         *why = "negative length";
-        return -1;
+        return NULL;
     }
-    if ((uint64_t)len > (uint64_t)(end - *pp)) {
+    z >>= 1;
+    if (z > (uint64_t)(end - p)) {
         *why = "length exceeds the remaining bytes";
-        return -1;
+        return NULL;
     }
-    *s = (const char *)*pp;
-    *n = (size_t)len;
-    *pp += len;
-    return 0;
+    *s = (const char *)p;
+    *n = (size_t)z;
+    return p + z;
 }
 
-/* Decodes the datum p[0..len) of a writer with e->fast set; no allocation. */
+/* A nullable string; *s = NULL and *n = 0 for the null branch. */
+static inline const unsigned char *fast_opt_string(const unsigned char *p,
+                                                   const unsigned char *end,
+                                                   uint64_t null_branch, const char **s,
+                                                   size_t *n, const char **why) {
+    uint64_t z;
+    if (!(p = fast_varint(p, end, &z, why)))
+        return NULL;
+    if (z != 0 && z != 2) { /* zig-zag of 0 and 1 */
+        *why = "union index out of range";
+        return NULL;
+    }
+    *s = NULL;
+    *n = 0;
+    return z >> 1 == null_branch ? p : fast_string(p, end, s, n, why);
+}
+
+/* Decodes the datum p[0..len) of a writer with e->fast set (its fields are
+ * the slots in slot order, see fast_compile()); no allocation. */
 static engage_err_t fast_decode(const writer_ent_t *e, const unsigned char *p, size_t len,
                                 engage_action_t *out, char *errstr, size_t errstr_size) {
     const unsigned char *end = p + len;
-    const char *why = NULL;
-    const char **sp[S__COUNT] = {&out->event_id, &out->user_id,  NULL,
-                                 &out->action,   &out->platform, &out->app_version};
-    size_t *lp[S__COUNT] = {&out->event_id_len, &out->user_id_len,  NULL,
-                            &out->action_len,   &out->platform_len, &out->app_version_len};
-    for (int i = 0; i < S__COUNT; i++) {
-        const fast_field_t *f = &e->ff[i];
-        int64_t v;
-        switch (f->op) {
-        case F_LONG:
-            if (fast_varint(&p, end, &out->ts_ms, &why))
-                goto bad;
-            break;
-        case F_OPT_STR:
-            if (fast_varint(&p, end, &v, &why))
-                goto bad;
-            if (v < 0 || v >= 2) {
-                why = "union index out of range";
-                goto bad;
-            }
-            if (v == f->null_branch)
-                break; /* stays NULL, length 0 */
-            /* fall through */
-        default:
-            if (fast_string(&p, end, sp[f->slot], lp[f->slot], &why))
-                goto bad;
-            break;
-        }
+    const char *why = NULL, *eid = NULL, *uid = NULL, *act = NULL, *plat, *ver;
+    size_t eidn = 0, uidn = 0, actn = 0, platn, vern;
+    uint64_t ts = 0;
+    if (!(p = fast_string(p, end, &eid, &eidn, &why)) ||
+        !(p = fast_string(p, end, &uid, &uidn, &why)) || !(p = fast_varint(p, end, &ts, &why)) ||
+        !(p = fast_string(p, end, &act, &actn, &why)) ||
+        !(p = fast_opt_string(p, end, e->ff[S_PLATFORM].null_branch, &plat, &platn, &why)) ||
+        !(p = fast_opt_string(p, end, e->ff[S_APP_VERSION].null_branch, &ver, &vern, &why))) {
+        memset(out, 0, sizeof(*out));
+        return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size, "%s", why);
     }
     if (p != end) {
-        why = "trailing bytes after the datum";
-        goto bad;
-    }
-    if (!out->event_id || !out->user_id || !out->action) {
         memset(out, 0, sizeof(*out));
         return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size,
-                             "required field is null");
+                             "trailing bytes after the datum");
     }
+    out->event_id = eid;
+    out->event_id_len = eidn;
+    out->user_id = uid;
+    out->user_id_len = uidn;
+    out->ts_ms = (int64_t)((ts >> 1) ^ (~(ts & 1) + 1));
+    out->action = act;
+    out->action_len = actn;
+    out->platform = plat;
+    out->platform_len = platn;
+    out->app_version = ver;
+    out->app_version_len = vern;
     return ENGAGE_ERR_OK;
-bad:
-    memset(out, 0, sizeof(*out));
-    return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size, "%s", why);
 }
 
 static int ent_load(engage_decoder_t *dec, writer_ent_t *e, int32_t id, const char *path,
@@ -1517,12 +1540,14 @@ engage_err_t engage_decoder_decode(engage_decoder_t *dec, const void *buf, size_
                                    engage_action_t *out, char *errstr, size_t errstr_size) {
     writer_ent_t *e;
     const unsigned char *p;
-    memset(out, 0, sizeof(*out));
     engage_err_t err = unframe(dec, buf, len, &e, &p, &len, errstr, errstr_size);
-    if (err)
+    if (err) {
+        memset(out, 0, sizeof(*out));
         return err;
+    }
     if (e->fast && dec->fast_on)
-        return fast_decode(e, p, len, out, errstr, errstr_size);
+        return fast_decode(e, p, len, out, errstr, errstr_size); /* sets every field */
+    memset(out, 0, sizeof(*out));
     if ((err = read_datum(dec, e, p, len, errstr, errstr_size)))
         return err;
     const char **sp[S__COUNT] = {&out->event_id, &out->user_id,  NULL,

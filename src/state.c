@@ -91,6 +91,10 @@ static rocksdb_options_t *make_options(rocksdb_block_based_table_options_t **bbt
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_increase_parallelism(o, 2);
     rocksdb_options_set_compression(o, rocksdb_lz4_compression);
+    /* RocksDB's info LOG files are not state: keep two, of bounded size,
+     * so a store's footprint on disk follows its data */
+    rocksdb_options_set_keep_log_file_num(o, 2);
+    rocksdb_options_set_max_log_file_size(o, 1 << 20);
     *cache = rocksdb_cache_create_lru(STATE_BLOCK_CACHE_BYTES);
     *bbto = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(*bbto, *cache);

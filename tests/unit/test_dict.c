@@ -453,8 +453,9 @@ static void test_restore_same_ordinals(void **state) {
         engage_dict_remove(d, engage_dict_count(d) - 1);
     engage_dict_t *r = engage_dict_new();
     uint32_t n = engage_dict_count(d);
+    assert_true(n > 0 && n < 7919);
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t ord = (uint32_t)((k * 7919u) % n); /* a permutation (n is not a multiple of 7919) */
+        uint32_t ord = (uint32_t)((k * 7919u) % n); /* a permutation: 7919 is prime, n < it */
         size_t nl;
         const char *nm = engage_dict_name(d, ord, &nl);
         if (nm)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "buf.h"
 #include "codec.h"
 #include "state.h"
 #include "task.h"
@@ -1152,6 +1153,104 @@ static void test_restart_property(void **state) {
         restart_run(f, seeds[k], 3000);
 }
 
+
+/* ---- dictionary entries: written when they change, deleted on expiry --- */
+
+typedef struct mirror_log {
+    int u_puts, u_deletes, b_deletes;
+    char last_u[64];
+    unsigned char last_val[16];
+    size_t last_vlen;
+} mirror_log_t;
+
+static int mirror_cb(void *opaque, const void *key, size_t klen, const void *val, size_t vlen) {
+    mirror_log_t *m = opaque;
+    const char *k = key;
+    if (klen && k[0] == 'u') {
+        if (val) {
+            m->u_puts++;
+            snprintf(m->last_u, sizeof(m->last_u), "%.*s", (int)klen - 1, k + 1);
+            assert_true(vlen <= sizeof(m->last_val));
+            memcpy(m->last_val, val, vlen);
+            m->last_vlen = vlen;
+        } else {
+            m->u_deletes++;
+        }
+    } else if (klen && k[0] == 'b' && !val) {
+        m->b_deletes++;
+    }
+    return 0;
+}
+
+static void test_dict_entries_when_changed(void **state) {
+    fx_t *f = *state;
+    char err[512] = "";
+    mirror_log_t m;
+    memset(&m, 0, sizeof(m));
+    engage_task_close(f->t); /* reopen with the shortest retention allowed */
+    f->conf.retention_margin_days = 1;
+    f->conf.user_retention_days = 32;
+    task_open(f);
+    engage_state_set_mirror(engage_task_store(f->t), mirror_cb, &m);
+    feed(f, "a", "1", NOON(0));
+    feed(f, "b", "2", NOON(0));
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.u_puts, 2); /* two new users */
+    assert_int_equal(m.last_vlen, 8); /* ordinal, last day */
+    feed(f, "a", "3", NOON(0) + MIN_MS);
+    feed(f, "b", "4", NOON(0) + 2 * MIN_MS);
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.u_puts, 2); /* same day: nothing changed */
+    feed(f, "a", "5", NOON(1));
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.u_puts, 3); /* a's last day moved */
+    assert_string_equal(m.last_u, "a");
+    assert_int_equal(engage_get_u32(m.last_val + 4), (uint32_t)(D0 + 1));
+    uint32_t ord_b = UINT32_MAX;
+    {
+        void *v = NULL;
+        size_t vl = 0;
+        assert_int_equal(engage_state_get(engage_task_store(f->t), "ub", 2, &v, &vl, err,
+                                          sizeof(err)),
+                         ENGAGE_ERR_OK);
+        assert_int_equal(vl, 8);
+        ord_b = engage_get_u32(v);
+        free(v);
+    }
+    /* a stays active; b (last day 0) expires once day 33 is final, since
+     * 0 < 33 - 32, along with the day bitmaps older than 33 - 31 */
+    for (int d = 2; d <= 33; d++)
+        feed(f, "a", "x", NOON(d) + d); /* new ids each day: distinct events */
+    assert_int_equal(m.u_deletes, 0);
+    feed(f, "a", "y", NOON(34)); /* day 33 final */
+    engage_task_stats_t st;
+    engage_task_get_stats(f->t, &st);
+    assert_int_equal(st.users_expired, 1);
+    int puts_before = m.u_puts;
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.u_deletes, 1); /* a tombstone for the changelog too */
+    assert_int_equal(m.u_puts, puts_before + 1); /* a's entry (day 34) */
+    assert_true(m.b_deletes >= 2);            /* days 0 and 1 */
+    void *v = NULL;
+    size_t vl = 0;
+    assert_int_equal(engage_state_get(engage_task_store(f->t), "ub", 2, &v, &vl, err,
+                                      sizeof(err)),
+                     ENGAGE_ERR_NOT_FOUND);
+    /* b comes back: the freed ordinal, a new entry */
+    feed(f, "b", "z", NOON(34) + MIN_MS);
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_string_equal(m.last_u, "b");
+    assert_int_equal(engage_get_u32(m.last_val), ord_b);
+    assert_int_equal(engage_get_u32(m.last_val + 4), (uint32_t)(D0 + 34));
+    engage_task_memstats_t ms;
+    engage_task_get_memstats(f->t, &ms);
+    assert_int_equal(ms.users, 2);
+    assert_int_equal(ms.ordinal_limit, 2);
+    assert_int_equal(ms.min_day, D0 + 33 - 31);
+    engage_state_set_mirror(engage_task_store(f->t), NULL, NULL);
+    finish(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
@@ -1166,6 +1265,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_corrupt_meta, setup, teardown),
         cmocka_unit_test_setup_teardown(test_emit_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_property, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dict_entries_when_changed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
