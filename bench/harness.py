@@ -364,17 +364,31 @@ class Harness:
         res["check"] = compare.compare(self.ref, {"daily": daily, "sessions": sessions})
         return res
 
-    def run_duckdb(self) -> dict:
+    def ensure_parquet(self) -> dict:
+        """CSV of counted events -> Parquet (DuckDB COPY), once per run."""
+        if getattr(self, "parquet", None):
+            return self.parquet
         wd = os.path.join(self.wd, "duckdb")
         os.makedirs(wd, exist_ok=True)
-        py = sys.executable
         script = os.path.join(HERE, "peers", "duckdb", "duckdb_peer.py")
         pq = os.path.join(wd, "events.parquet")
-        ex = measure.run([py, script, "export", "--csv", self.counted_csv, "--parquet", pq],
-                         os.path.join(wd, "export.out"), os.path.join(wd, "export.err"), self.a.timeout)
+        ex = measure.run([sys.executable, script, "export", "--csv", self.counted_csv,
+                          "--parquet", pq], os.path.join(wd, "export.out"),
+                         os.path.join(wd, "export.err"), self.a.timeout)
         if ex["rc"] != 0:
-            return {"error": "export failed: " + open(os.path.join(wd, "export.err")).read()[-1500:]}
-        ex_info = json.loads(open(os.path.join(wd, "export.out")).read().strip().splitlines()[-1])
+            raise RuntimeError("Parquet export failed: "
+                               + open(os.path.join(wd, "export.err")).read()[-1500:])
+        info = json.loads(open(os.path.join(wd, "export.out")).read().strip().splitlines()[-1])
+        self.parquet = {"path": pq, "measure": ex, **info}
+        return self.parquet
+
+    def run_duckdb(self) -> dict:
+        wd = os.path.join(self.wd, "duckdb")
+        py = sys.executable
+        script = os.path.join(HERE, "peers", "duckdb", "duckdb_peer.py")
+        export = self.ensure_parquet()
+        pq = export["path"]
+        ex_info = export
         out = os.path.join(wd, "result.json")
         m = measure.run([py, script, "sql", "--parquet", pq, "--out", out],
                         os.path.join(wd, "sql.out"), os.path.join(wd, "sql.err"), self.a.timeout)
@@ -397,7 +411,7 @@ class Harness:
                 for row in rows:
                     yield dict(zip(compare.SESSION_FIELDS, row))
         sql_s = r["timing"]["sql_s"]
-        return {"export": {"measure": ex, **ex_info}, "measure": m, "timing": r["timing"],
+        return {"export": ex_info, "measure": m, "timing": r["timing"],
                 "config": r["config"], "wall_s": round(sql_s, 3),
                 "events_per_s": self.rate(self.records, sql_s),
                 "input_rows": ex_info["rows"],
@@ -408,9 +422,7 @@ class Harness:
 
     def run_spark(self) -> dict:
         wd = os.path.join(self.wd, "spark")
-        pq = os.path.join(self.wd, "duckdb", "events.parquet")
-        if not os.path.exists(pq):
-            return {"skipped": "needs the Parquet export of the duckdb peer"}
+        pq = self.ensure_parquet()["path"]
         os.makedirs(wd, exist_ok=True)
         out = os.path.join(wd, "result.json")
         tmp = os.path.join(wd, "tmp")
@@ -429,6 +441,7 @@ class Harness:
         t = r["timing"]
         wall = t["session_start_s"] + t["job_s"]
         return {"measure": m, "timing": t, "config": r["config"], "wall_s": round(wall, 3),
+                "parquet_export_s": self.parquet["timing"]["export_s"],
                 "events_per_s": self.rate(self.records, wall), "check": chk,
                 "note": "wall = SparkSession start + job (Parquet -> collected results); "
                         "approx_count_distinct for DAU/WAU/MAU/session users, "
@@ -453,7 +466,7 @@ class Harness:
         subprocess.run([self.engage, "produce", "--jsonl", flush, "-b", self.broker.bootstrap],
                        check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         app_id = f"ks-bench-{int(time.time())}"
-        cmd = ["java", f"-Xms{self.a.kstreams_heap}", f"-Xmx{self.a.kstreams_heap}",
+        cmd = ["java"] + shlex.split(self.a.kstreams_jvm) + [
                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                "-Dorg.slf4j.simpleLogger.showDateTime=true",
                "-jar", jar, "--bootstrap", self.broker.bootstrap, "--app-id", app_id,
@@ -493,20 +506,28 @@ class Harness:
         a = self.a
         scale = a.label or (f"{human(a.users)}u-{a.days}d-{a.partitions}p"
                             + (f"-{human(a.events)}" if a.events else ""))
-        self.scale = scale
         self.wd = os.path.abspath(a.workdir or os.path.join(CACHE, "runs", scale))
+        if a.only and not a.explicit_label:
+            scale += "-" + "+".join(a.only)  # partial runs do not overwrite full results
+        self.scale = scale
         os.makedirs(self.wd, exist_ok=True)
         started = dt.datetime.now(dt.timezone.utc)
-        want = [p for p in (a.only or PEERS) if p not in a.skip]
+        # fixed order: kstreams appends end-of-input markers to the topic, so it runs last
+        want = [p for p in PEERS if p in (a.only or PEERS) and p not in a.skip]
         self.engage = build_engage(a.engage_build, a.no_build)
         h = subprocess.run([self.engage, "run", "--help"], capture_output=True, text=True)
         help_text = h.stdout + h.stderr
         has_eos = "processing.guarantee" in help_text
-        jar = build_kstreams(a.no_build) if "kstreams" in want else None
+        jar = None
+        if "kstreams" in want:
+            try:
+                jar = build_kstreams(a.no_build)
+            except subprocess.CalledProcessError as e:
+                log(f"Kafka Streams peer did not build ({e}); it will be skipped")
         op_exe, op_how = build_operator(self.engage) if "operator" in want else (None, "")
 
         report = {"started_utc": started.isoformat(timespec="seconds"), "scale": scale,
-                  "argv": sys.argv[1:], "machine": machine_info(), "versions": versions(self.engage),
+                  "argv": sys.argv[1:], "args": vars(a), "machine": machine_info(), "versions": versions(self.engage),
                   "workdir": self.wd}
         events = os.path.join(self.wd, "events.jsonl")
         report["gen"] = gen_events(self.engage, a, events)
@@ -531,6 +552,7 @@ class Harness:
             report["reference"]["full_oracle_check"] = {
                 "skipped": f"{self.records} lines > --oracle-max-events {a.oracle_max_events}"}
         ref.pop("outcomes")
+        report["reference_daily"] = ref["daily"]
         if len(ref["sessions"]) > a.session_diff_max:
             ref["sessions_fingerprint"] = compare.session_fingerprint(ref["sessions"])
             ref["sessions"] = None  # keep the harness small while the peers run
@@ -582,6 +604,8 @@ class Harness:
                 elif r.get("check") and not r["check"]["match"]:
                     self.failures.append(f"{name}: results differ from the reference")
                     log(f"{name}: {r['check']['n_diffs']} difference(s): {r['check']['diffs'][:3]}")
+                elif name == "duckdb" and r.get("check", {}).get("iqr", {}).get("match") is False:
+                    self.failures.append("duckdb: IQR fields differ from the reference")
                 if not r.get("skipped"):
                     log(f"{name}: " + summary_line(r))
                 report["peers"] = peers
@@ -664,6 +688,48 @@ def correctness(r: dict) -> str:
     return f"DIFFERS: {c['n_diffs']} diffs, e.g. {c['diffs'][:2]}"
 
 
+def targets(rep: dict) -> List[str]:
+    """The issue's goals, evaluated on this run (goals, not pass/fail)."""
+    p = rep.get("peers", {})
+    eng = p.get("engage-eos") if p.get("engage-eos", {}).get("wall_s") else None
+    eng_any = eng or (p.get("engage-alo") if p.get("engage-alo", {}).get("wall_s") else None)
+    lines = []
+
+    def add(goal, value, ok):
+        lines.append(f"| {goal} | {value} | {'yes' if ok else 'no'} |")
+
+    op = p.get("operator", {})
+    if op.get("modes"):
+        best = max(op["modes"].items(), key=lambda kv: kv[1]["events_per_s"])
+        add("operator ≥ 5M events/s on one core",
+            f"best mode {best[0]}: {best[1]['events_per_s'] / 1e6:.2f} M/s", best[1]["events_per_s"] >= 5e6)
+    ks = p.get("kstreams", {})
+    if eng and ks.get("wall_s"):
+        r = eng["events_per_s"] / ks["events_per_s"]
+        add("exactly-once ≥ 10× Kafka Streams events/s", f"{r:.1f}×", r >= 10)
+        m = ks["measure"]["peak_rss_mb"] / max(eng["measure"]["peak_rss_mb"], 1e-9)
+        add("… at ≤ 1/5 of its peak RSS", f"Kafka Streams {m:.1f}× engage's", m >= 5)
+    dd = p.get("duckdb", {})
+    if eng_any and dd.get("wall_s"):
+        r = eng_any["wall_s"] / dd["wall_s"]
+        add("bounded run ≤ 1.5× DuckDB's time", f"{r:.2f}×", r <= 1.5)
+    sp = p.get("spark", {})
+    if eng_any and sp.get("wall_s"):
+        r = sp["wall_s"] / eng_any["wall_s"]
+        add("≥ 20× faster than Spark", f"{r:.1f}×", r >= 20)
+    if eng_any:
+        rss = eng_any["measure"]["peak_rss_mb"]
+        add("peak RSS < 256 MB (at 1M users)", f"{rss:.0f} MB", rss < 256)
+        ud = sum(d["dau"] for d in rep.get("reference_daily", []))
+        if ud and eng_any.get("state_dir_bytes"):
+            add("daily bitmaps ≤ 2.5 bytes per active user-day on disk",
+                f"whole state dir {eng_any['state_dir_bytes'] / ud:.2f} B per user-day "
+                f"({ud:,} user-days; an upper bound)", eng_any["state_dir_bytes"] / ud <= 2.5)
+    if not lines:
+        return []
+    return ["", "Issue #5 goals on this run:", "", "| goal | this run | met |", "|---|---|---|"] + lines
+
+
 def markdown(rep: dict) -> str:
     peers = rep.get("peers", {})
     mi, v = rep["machine"], rep["versions"]
@@ -731,6 +797,7 @@ def markdown(rep: dict) -> str:
                 e["measure"]["peak_rss_mb"] or 0, 1e-9)
             cpu = (r.get("measure", {}).get("cpu_s") or 0) / max(e["measure"]["cpu_s"], 1e-9)
             out.append(f"- {k}: wall time {wr:.2f}× engage's, CPU {cpu:.2f}×, peak RSS {rss:.2f}×")
+    out += targets(rep)
     out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in v.items() if v and k != "engage_binary"),
             ""]
     for name, r in peers.items():
@@ -773,7 +840,8 @@ def main(argv=None) -> int:
                     help="extra Kafka Streams / client property (repeatable)")
     ap.add_argument("--kstreams-opt", action="append", default=[], metavar="K=V",
                     help="Kafka Streams peer option, e.g. commit-ms=1000 (repeatable)")
-    ap.add_argument("--kstreams-heap", default="1g")
+    ap.add_argument("--kstreams-jvm", default="-Xmx1g",
+                    help="JVM options of the Kafka Streams peer (default -Xmx1g; write --kstreams-jvm=\"...\")")
     ap.add_argument("--spark-driver-memory", default="4g")
     ap.add_argument("--operator-args", default="",
                     help="extra bench_operator options (e.g. \"-m core,pipe,task -r 3\")")
@@ -786,6 +854,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per peer")
     ap.add_argument("--keep-broker", action="store_true")
     a = ap.parse_args(argv)
+    a.explicit_label = bool(a.label)
     if a.smoke:
         a.users, a.days = 2000, 35
         a.label = a.label or "smoke"

@@ -605,12 +605,20 @@ static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
     char errstr[512];
     rd_kafka_topic_partition_list_t *committed = NULL;
     if (p->eos) {
+        /* The committed offsets only tell whether the local cache can be
+         * used as is. If they cannot be read now (under read_committed the
+         * broker holds OffsetFetch while another member's transaction with
+         * offsets for these partitions is still open, e.g. mid-rebalance),
+         * restoring from the changelog is always correct: its meta record
+         * carries the offset committed in the same transaction. */
         committed = rd_kafka_topic_partition_list_copy(parts);
-        rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, committed, 30000);
+        rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, committed, 10000);
         if (err) {
-            set_fatal(p, "reading committed offsets: %s", rd_kafka_err2str(err));
-            rd_kafka_topic_partition_list_destroy(committed);
-            return;
+            LOG_WARN("reading committed offsets: %s; restoring the assigned state from "
+                     "the changelogs instead",
+                     rd_kafka_err2str(err));
+            for (int i = 0; i < committed->cnt; i++)
+                committed->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
         }
     }
     for (int i = 0; i < parts->cnt && !p->fatal; i++) {
