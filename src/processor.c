@@ -85,6 +85,8 @@ typedef struct proc {
     struct mirror_ctx *agg_mctx;
     int64_t restored_records;
     double restore_seconds;
+    void *txn_cgmd;           /* serialized group metadata when the transaction began */
+    size_t txn_cgmd_size;
     /* idle policy (live runs) */
     rd_kafka_t *progress;       /* reads the partials topic: the group's final days */
     int32_t group_final_day;    /* latest day any partition made final, INT32_MIN */
@@ -111,6 +113,17 @@ static int begin_txn(proc_t *p) {
         return -1;
     }
     p->in_txn = 1;
+    /* remember the group generation this transaction's work was done under */
+    free(p->txn_cgmd);
+    p->txn_cgmd = NULL;
+    rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
+    if (md) {
+        rd_kafka_error_t *we =
+            rd_kafka_consumer_group_metadata_write(md, &p->txn_cgmd, &p->txn_cgmd_size);
+        if (we)
+            rd_kafka_error_destroy(we);
+        rd_kafka_consumer_group_metadata_destroy(md);
+    }
     return 0;
 }
 
@@ -443,6 +456,38 @@ static int checkpoint_eos(proc_t *p) {
         return p->fatal ? -1 : rc;
     }
     maybe_crash("before_send_offsets");
+    /* Zombie guard: if the member's assignment was lost, or the group moved
+     * to another generation while this transaction's records were processed
+     * (the background thread can rejoin before the main thread polls), the
+     * broker would accept these offsets under the new generation although
+     * the work was done on a stale assignment. Abort instead. */
+    int stale = rd_kafka_assignment_lost(p->consumer);
+    if (!stale && p->txn_cgmd) {
+        rd_kafka_consumer_group_metadata_t *cur = rd_kafka_consumer_group_metadata(p->consumer);
+        void *buf = NULL;
+        size_t sz = 0;
+        rd_kafka_error_t *we = cur ? rd_kafka_consumer_group_metadata_write(cur, &buf, &sz) : NULL;
+        if (we)
+            rd_kafka_error_destroy(we);
+        if (!buf || sz != p->txn_cgmd_size || memcmp(buf, p->txn_cgmd, sz) != 0)
+            stale = 1;
+        free(buf);
+        if (cur)
+            rd_kafka_consumer_group_metadata_destroy(cur);
+    }
+    if (stale) {
+        LOG_WARN("group generation changed during the transaction: aborting it");
+        rd_kafka_topic_partition_list_destroy(offs);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
+        if (ae) {
+            set_fatal(p, "abort_transaction: %s", rd_kafka_error_string(ae));
+            rd_kafka_error_destroy(ae);
+            return -1;
+        }
+        p->in_txn = 0;
+        rewind_all(p);
+        return p->fatal ? -1 : 0;
+    }
     if (offs->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
         for (;;) {
@@ -1358,6 +1403,7 @@ out:
     free(p->tasks);
     free(p->mctx);
     free(p->agg_mctx);
+    free(p->txn_cgmd);
     engage_aggregator_close(p->agg);
     engage_decoder_destroy(p->dec);
     engage_encoder_destroy(p->enc);
