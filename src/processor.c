@@ -650,20 +650,24 @@ static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
     char errstr[512];
     rd_kafka_topic_partition_list_t *committed = NULL;
     if (p->eos) {
-        /* The committed offsets only tell whether the local cache can be
-         * used as is. If they cannot be read now (under read_committed the
-         * broker holds OffsetFetch while another member's transaction with
-         * offsets for these partitions is still open, e.g. mid-rebalance),
-         * restoring from the changelog is always correct: its meta record
-         * carries the offset committed in the same transaction. */
         committed = rd_kafka_topic_partition_list_copy(parts);
-        rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, committed, 10000);
-        if (err) {
-            LOG_WARN("reading committed offsets: %s; restoring the assigned state from "
-                     "the changelogs instead",
+        /* KIP-447: while another producer's transaction holds offsets for
+         * these partitions, OffsetFetch (require_stable) cannot answer. Wait
+         * for that transaction to end (commit or abort, at most
+         * transaction.timeout.ms): processing from older state meanwhile
+         * would duplicate what it commits. */
+        rd_kafka_resp_err_t err;
+        double t0 = mono_seconds();
+        while ((err = rd_kafka_committed(p->consumer, committed, 10000)) ==
+                   RD_KAFKA_RESP_ERR__TIMED_OUT &&
+               mono_seconds() - t0 < 180)
+            LOG_WARN("reading committed offsets: %s (a transaction with offsets for these "
+                     "partitions is still open?); waiting",
                      rd_kafka_err2str(err));
-            for (int i = 0; i < committed->cnt; i++)
-                committed->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        if (err) {
+            set_fatal(p, "reading committed offsets: %s", rd_kafka_err2str(err));
+            rd_kafka_topic_partition_list_destroy(committed);
+            return;
         }
     }
     for (int i = 0; i < parts->cnt && !p->fatal; i++) {
@@ -1273,6 +1277,32 @@ static int bounded_progress(proc_t *p) {
     return p->owned_any && owned > 0 && all_done;
 }
 
+/* rd_kafka_consume_batch_queue() of librdkafka < 2.1.0 skips messages when a
+ * partition is paused/resumed while it runs, which librdkafka itself does on
+ * every cooperative rebalance (assignment pause, "incremental rebalance").
+ * One message at a time through rd_kafka_consumer_poll() is not affected. */
+static ssize_t consume_batch(proc_t *p, int timeout_ms, rd_kafka_message_t **msgs, size_t max) {
+    size_t n = 0;
+    double deadline = mono_seconds() + timeout_ms / 1000.0;
+    while (n < max) {
+        int wait = 0;
+        if (n == 0) {
+            double left = deadline - mono_seconds();
+            if (left <= 0)
+                break;
+            wait = (int)(left * 1000.0) + 1;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, wait);
+        if (!m) {
+            if (n > 0)
+                break;
+            continue;
+        }
+        msgs[n++] = m;
+    }
+    return (ssize_t)n;
+}
+
 engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic_t *stop,
                                   char *errstr, size_t errstr_size) {
     proc_t P;
@@ -1307,7 +1337,7 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
     int done = 0;
     int64_t since_checkpoint = 0;
     while (!*stop && !p->fatal && !done) {
-        ssize_t n = rd_kafka_consume_batch_queue(p->cq, (int)conf->batch_timeout_ms, msgs, batch);
+        ssize_t n = consume_batch(p, (int)conf->batch_timeout_ms, msgs, batch);
         if (n < 0) {
             set_fatal(p, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
             break;
