@@ -10,7 +10,9 @@ typedef enum { ENGAGE_LOG_DEBUG, ENGAGE_LOG_INFO, ENGAGE_LOG_WARN, ENGAGE_LOG_ER
 /** Sets the minimum level printed (default INFO). */
 void engage_log_set_level(engage_log_level_t lvl);
 
-/** Prints "LEVEL engage: message" to stderr if lvl is enabled. */
+/** Prints "LEVEL engage: message" to stderr if lvl is enabled; with the
+ *  environment variable ENGAGE_LOG_TIME set (not "0"), each line starts with
+ *  the UTC wall-clock time "HH:MM:SS.mmm ". Returns nothing; owns nothing. */
 void engage_log(engage_log_level_t lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG_DEBUG(...) engage_log(ENGAGE_LOG_DEBUG, __VA_ARGS__)

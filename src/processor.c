@@ -45,6 +45,7 @@
 typedef struct ptask {
     engage_task_t *task;
     int64_t end_offset; /* bounded runs: stop here */
+    int64_t group_end;  /* bounded runs: end offset read at start, for the group check */
     int paused;
     double idle_since;  /* live runs: monotonic time the partition reached its end, 0 = busy */
 } ptask_t;
@@ -87,6 +88,9 @@ typedef struct proc {
     double restore_seconds;
     void *txn_cgmd;           /* serialized group metadata when the transaction began */
     size_t txn_cgmd_size;
+    int closing;             /* the loop has ended: take no new partitions */
+    double next_group_check; /* bounded runs: monotonic time of the next group check */
+    double waiting_since;    /* bounded runs: own work done since (0 = not done) */
     /* idle policy (live runs) */
     rd_kafka_t *progress;       /* reads the partials topic: the group's final days */
     int32_t group_final_day;    /* latest day any partition made final, INT32_MIN */
@@ -649,6 +653,25 @@ static int64_t ensure_current(proc_t *p, const char *topic, int32_t part,
 static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts) {
     char errstr[512];
     rd_kafka_topic_partition_list_t *committed = NULL;
+    if (p->closing || p->fatal) {
+        /* leaving the group: another member's exit can still hand partitions
+         * to this one; the close revokes them right away, so do not open or
+         * restore anything for them */
+        for (int i = 0; i < parts->cnt; i++)
+            LOG_INFO("assigned %s [%d] while leaving: not taken", parts->elems[i].topic,
+                     parts->elems[i].partition);
+        return;
+    }
+    if (p->eos && p->in_txn) {
+        /* End the open transaction first: the wait below can outlast
+         * transaction.timeout.ms, and the coordinator would abort a
+         * transaction left open that long (the next commit or abort then
+         * fails fatally). Its work was done under the previous generation,
+         * so the zombie guard aborts it and the owned tasks rewind. */
+        checkpoint_eos(p);
+        if (p->fatal)
+            return;
+    }
     if (p->eos) {
         committed = rd_kafka_topic_partition_list_copy(parts);
         /* KIP-447: while another producer's transaction holds offsets for
@@ -995,7 +1018,7 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         derive_transactional_id(c, txid, sizeof(txid));
         if (kset(pc, "transactional.id", txid, errstr, n) ||
             (!has_kafka_key(c, "transaction.timeout.ms") &&
-             kset(pc, "transaction.timeout.ms", "60000", errstr, n))) {
+             kset(pc, "transaction.timeout.ms", "10000", errstr, n))) {
             rd_kafka_conf_destroy(pc);
             return -1;
         }
@@ -1116,6 +1139,18 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         snprintf(errstr, n, "subscribe: %s", rd_kafka_err2str(err));
         return -1;
     }
+    if (c->until_end)
+        for (int32_t i = 0; i < p->nparts; i++) {
+            int64_t lo = 0, hi = 0;
+            err = rd_kafka_query_watermark_offsets(p->consumer, c->topic_input, i, &lo, &hi,
+                                                   30000);
+            if (err) {
+                snprintf(errstr, n, "end offset of %s [%d]: %s", c->topic_input, i,
+                         rd_kafka_err2str(err));
+                return -1;
+            }
+            p->tasks[i].group_end = hi;
+        }
     return 0;
 }
 
@@ -1254,6 +1289,10 @@ static int bounded_progress(proc_t *p) {
         if (!engage_task_finished(pt->task)) {
             int64_t next = engage_task_next_offset(pt->task);
             if (pt->end_offset == 0 || (next >= 0 && next >= pt->end_offset)) {
+                /* an empty partition still commits a position (0), which is
+                 * how the other members learn that it is done */
+                if (pt->end_offset == 0)
+                    engage_task_set_next_offset(pt->task, 0);
                 if (engage_task_finish(pt->task, errstr, sizeof(errstr))) {
                     set_fatal(p, "finishing failed: %s", errstr);
                     return 0;
@@ -1274,7 +1313,63 @@ static int bounded_progress(proc_t *p) {
         if (!engage_aggregator_done(p->agg))
             all_done = 0;
     }
-    return p->owned_any && owned > 0 && all_done;
+    (void)owned;
+    return all_done;
+}
+
+/* Bounded runs: is the whole group's job done? It is when the group has
+ * committed, for every input partition, an offset at or past the end offset
+ * this member read at start, and the aggregator has committed a position at
+ * or past the end of the partials topic (read after the input check, so
+ * every partial is in it). A member whose own partitions are done keeps its
+ * place in the group until then: partitions still held by a member that
+ * died are reassigned to it when the group evicts that member, instead of
+ * being left unprocessed by a run that reports success. Checked at most
+ * every 500 ms; a failed or timed-out lookup means "not yet". */
+static int group_done(proc_t *p) {
+    double now = mono_seconds();
+    if (now < p->next_group_check)
+        return 0;
+    p->next_group_check = now + 0.5;
+    if (p->waiting_since == 0)
+        p->waiting_since = now;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(p->nparts + 1);
+    for (int32_t i = 0; i < p->nparts; i++)
+        rd_kafka_topic_partition_list_add(l, p->conf->topic_input, i);
+    rd_kafka_topic_partition_list_add(l, p->conf->topic_partials, 0);
+    rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, l, 5000);
+    int done = !err, behind = -1;
+    for (int32_t i = 0; i < p->nparts && done; i++)
+        if (l->elems[i].offset < 0 || l->elems[i].offset < p->tasks[i].group_end) {
+            done = 0;
+            behind = i;
+        }
+    int64_t lo = 0, hi = 0, agg_at = l->elems[p->nparts].offset;
+    if (done) {
+        err = rd_kafka_query_watermark_offsets(p->consumer, p->conf->topic_partials, 0, &lo,
+                                               &hi, 10000);
+        /* the aggregator's owner knows it has emitted every day (its state
+         * was committed by the checkpoint before this check) */
+        int agg_here = p->agg && engage_aggregator_done(p->agg);
+        if (err || (hi > 0 && agg_at < hi && !agg_here))
+            done = 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!done && now - p->waiting_since >= 10.0) {
+        p->waiting_since = now;
+        if (err)
+            LOG_INFO("own partitions done; group progress unknown (%s); waiting",
+                     rd_kafka_err2str(err));
+        else if (behind >= 0)
+            LOG_INFO("own partitions done; waiting for the group: %s [%d] not yet committed "
+                     "to its end",
+                     p->conf->topic_input, behind);
+        else
+            LOG_INFO("own partitions done; waiting for the aggregator (partials committed "
+                     "at %" PRId64 " of %" PRId64 ")",
+                     agg_at, hi);
+    }
+    return done;
 }
 
 /* rd_kafka_consume_batch_queue() of librdkafka < 2.1.0 skips messages when a
@@ -1362,24 +1457,32 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
         if (p->fatal)
             break;
         since_checkpoint += n;
+        int own_done = 0;
         if (conf->until_end)
-            done = bounded_progress(p);
+            own_done = bounded_progress(p);
         else if (p->progress)
             idle_policy(p);
         if (p->fatal)
             break;
         /* Checkpoints wait for the broker, so take them every
          * checkpoint.records records, and whenever the consumer is caught up
-         * (a short batch) or the run is done. */
-        if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || done) {
+         * (a short batch) or this member's work is done. */
+        if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || own_done) {
             if (checkpoint(p))
                 break;
             since_checkpoint = 0;
         }
+        if (p->fatal)
+            break;
+        if (own_done)
+            done = group_done(p);
+        else
+            p->waiting_since = 0;
         rd_kafka_poll(p->producer, 0);
     }
     if (!p->fatal)
         checkpoint(p);
+    p->closing = 1;
 
 out:
     if (p->consumer) {

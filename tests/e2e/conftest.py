@@ -25,6 +25,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
 
 import harness  # noqa: E402
 
+# every engage process the tests start logs wall-clock times (for reading
+# failures; the patterns the tests match allow the prefix)
+os.environ.setdefault("ENGAGE_LOG_TIME", "1")
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker: needs a real Kafka broker (started by the "

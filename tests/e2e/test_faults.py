@@ -23,7 +23,9 @@ at-least-once).
      supervisor would whenever they exit
   6. a member's local state directory deleted between runs: restored from
      the changelog
-  7. deterministic replay into fresh topics with 1 and 3 members, and
+  7. a bounded run whose other member dies holding partitions: it must
+     wait for the eviction, finish those partitions, and only then exit 0
+  8. deterministic replay into fresh topics with 1 and 3 members, and
      at_least_once on the same input: identical outputs
 
 Measurements are printed as "METRIC name=value" lines (pytest -s) and
@@ -281,7 +283,7 @@ class Member:
 def wait_stable(members, quiet=6.0, timeout=60):
     """Until no member logged an assignment change for `quiet` seconds (the
     group is not rebalancing); members that exit are restarted."""
-    pat = re.compile(r"^INFO engage: (?:assigned|revoked) ", re.M)
+    pat = re.compile(r"^(?:\d\d:\d\d:\d\d\.\d{3} )?INFO engage: (?:assigned|revoked) ", re.M)
     last, t_change = None, time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -663,8 +665,8 @@ def test_scale_1_3_2_1(pipeline, engage_bin, tmp_path):
 # wakes up (librdkafka's own lines start with "%N|"): its session timed out /
 # it is no longer a member, its transaction was aborted, or it was fenced.
 ZOMBIE_SIGNS = re.compile(
-    r"^(?:%\d\|\S+\|SESSTMOUT\|.*|.*session timed out.*|WARN engage: transaction aborted.*|"
-    r"ERROR engage: transaction failed, exiting.*|.*fenced by a newer instance.*|"
+    r"^(?:%\d\|\S+\|SESSTMOUT\|.*|.*session timed out.*|.*WARN engage: transaction aborted.*|"
+    r".*ERROR engage: transaction failed, exiting.*|.*fenced by a newer instance.*|"
     r".*(?:ILLEGAL_GENERATION|UNKNOWN_MEMBER_ID|generation id is not valid|Unknown member).*)$",
     re.M)
 
@@ -875,7 +877,7 @@ def test_zombie_stopped_between_send_offsets_and_commit(pipeline, engage_bin, tm
         while time.monotonic() < deadline and z.alive():
             time.sleep(0.5)
         seg = z.text(zmark)
-        failed = re.search(r"^(?:WARN|ERROR) engage: (?:commit_transaction|transaction).*$", seg,
+        failed = re.search(r"^(?:\d\d:\d\d:\d\d\.\d{3} )?(?:WARN|ERROR) engage: (?:commit_transaction|transaction).*$", seg,
                            re.M)
         print("z's pending transaction after SIGCONT: " +
               (f"failed: {failed.group(0)[:200]}" if failed else "COMMITTED (no error logged)"))
@@ -1070,6 +1072,40 @@ def test_deleted_state_dir_is_restored(pipeline, engage_bin, tmp_path):
         assert r["local"] == -1 and r["committed"] == committed[i] > 0 and r["records"] > 0, r
     restore_metrics("deleted_state", [seg])
     check_exact(p, expected, "state dir deleted between runs")
+
+
+def test_bounded_run_outlives_a_dead_member(pipeline, engage_bin, tmp_path):
+    """A bounded run must not report success while a member that died still
+    holds partitions: two members share the work, one is SIGKILLed, and the
+    survivor must stay in the group until the broker evicts the dead member
+    (session timeout), take over its partitions and finish them, then exit 0
+    with every output exact. (Found by the crash test: a run restarted while
+    killed incarnations were still group members finished only its own share.)"""
+    events = gen(engage_bin, str(tmp_path / "ev.jsonl"), 6000, 30, 808, 400000)
+    expected = oracle.compute(oracle.read_jsonl(events))
+    conf = dict(LIVE, **{"kafka.session.timeout.ms": "15000", "checkpoint.records": "5000",
+                         "batch.size": "5000"})
+    p = pipeline("outlive", extra_conf=conf)
+    p.produce(events)
+    a, b = new_member(p, "a"), new_member(p, "b")
+    a.start(until_end=True)
+    deadline = time.monotonic() + 60
+    while not a.owned() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.owned(), "a was never assigned a partition\n" + a.tail()
+    b.start(until_end=True)
+    while not b.owned() and time.monotonic() < deadline and b.alive():
+        time.sleep(0.05)
+    assert b.owned() or not b.alive(), "b was never assigned a partition\n" + b.tail()
+    a_held = a.owned()
+    t_kill = time.monotonic()
+    a.kill()
+    print(f"killed a holding input partitions {a_held}; b owned {b.owned()}")
+    rc = b.wait(180)
+    took = time.monotonic() - t_kill
+    assert rc == 0, f"b exited {rc}\n" + b.tail()
+    print(f"b finished {took:.1f}s after the kill")
+    check_exact(p, expected, "bounded run outliving a dead member")
 
 
 # ================================================================== 7. replay
