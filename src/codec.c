@@ -930,13 +930,8 @@ typedef struct slot_default {
     int64_t num;
 } slot_default_t;
 
-/* One writer field of the zero-copy path (see fast_decode()). */
+/* Field shapes the zero-copy path decodes (see fast_compile()). */
 enum { F_STR, F_LONG, F_OPT_STR };
-typedef struct fast_field {
-    uint8_t op;
-    uint8_t slot;
-    uint8_t null_branch; /* F_OPT_STR: the union index of null (0 or 1) */
-} fast_field_t;
 
 typedef struct writer_ent {
     int32_t id;
@@ -954,7 +949,7 @@ typedef struct writer_ent {
     size_t nrfields;                /* fields in the projected reader */
     slot_default_t defaults[S__COUNT];
     int fast;                       /* writer == reader: the zero-copy path applies */
-    fast_field_t ff[S__COUNT];      /* its program, one op per writer field */
+    uint8_t null_branch[S__COUNT];  /* for it: union index of null, nullable slots */
 } writer_ent_t;
 
 struct engage_decoder {
@@ -1180,7 +1175,8 @@ static int fast_op(avro_schema_t w, avro_schema_t r, int slot, uint8_t *null_bra
     return F_OPT_STR;
 }
 
-/* Sets e->fast and its program if e's writer schema is the reader's. */
+/* Sets e->fast if e's writer schema is the reader's, field for field, with
+ * the fields in slot order and of the shapes fast_decode() reads. */
 static void fast_compile(const engage_decoder_t *dec, writer_ent_t *e) {
     size_t n = avro_schema_record_size(e->wschema);
     e->fast = 0;
@@ -1203,7 +1199,7 @@ static void fast_compile(const engage_decoder_t *dec, writer_ent_t *e) {
                                                                  : F_STR;
         if (op != want)
             return;
-        e->ff[i] = (fast_field_t){(uint8_t)op, (uint8_t)slot, nb};
+        e->null_branch[slot] = nb;
     }
     e->fast = 1;
 }
@@ -1301,8 +1297,8 @@ static engage_err_t fast_decode(const writer_ent_t *e, const unsigned char *p, s
     if (!(p = fast_string(p, end, &eid, &eidn, &why)) ||
         !(p = fast_string(p, end, &uid, &uidn, &why)) || !(p = fast_varint(p, end, &ts, &why)) ||
         !(p = fast_string(p, end, &act, &actn, &why)) ||
-        !(p = fast_opt_string(p, end, e->ff[S_PLATFORM].null_branch, &plat, &platn, &why)) ||
-        !(p = fast_opt_string(p, end, e->ff[S_APP_VERSION].null_branch, &ver, &vern, &why))) {
+        !(p = fast_opt_string(p, end, e->null_branch[S_PLATFORM], &plat, &platn, &why)) ||
+        !(p = fast_opt_string(p, end, e->null_branch[S_APP_VERSION], &ver, &vern, &why))) {
         memset(out, 0, sizeof(*out));
         return engage_seterr(ENGAGE_ERR_BAD_AVRO, errstr, errstr_size, "%s", why);
     }

@@ -9,12 +9,14 @@
  * Most events are not a user's first of the day (a session has several
  * actions), and for those the Roaring add is pure cost: a search of the
  * container keys, then a binary search inside an array container. So the
- * newest days ("hot" days, at most HOT_MAX) also keep a plain bitset of the
- * users known to be in their bitmap, one bit per ordinal (125 KB per day
- * for a million ordinals): a set bit answers the repeat events with one
- * load. The bitset only ever claims members the bitmap has (bit set =>
- * member; bitmaps never lose members), so it needs no invalidation; a
- * replaced (loaded) or dropped day loses its bitset with it.
+ * newest days ("hot" days, at most HOT_MAX) also keep a plain bitset of
+ * their users, one bit per ordinal (125 KB per day for a million
+ * ordinals), filled from the bitmap when the day turns hot: a repeat costs
+ * one load. And a first add costs an append: new users (and the users of
+ * closed sessions) wait in a per-day pending list, merged into the bitmap
+ * in one sorted pass (flush) before anything reads the day, or when the
+ * list is long. Inserting them one at a time into array containers moved
+ * half a container with every insert.
  *
  * Serialized day (little-endian):
  *   "EGD1" | version u32 | sessions i64 | sum_duration_ms i64 |
@@ -49,6 +51,7 @@
  */
 #include "daystore.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,14 +69,25 @@
 #define HOT_MAX 4                       /* days with a seen-bitset */
 #define HOT_MAX_WORDS ((size_t)1 << 18) /* ordinals below 2^24 (2 MiB a day) */
 #define HOT_MIN_WORDS ((size_t)1024)
+#define PEND_MAX (1u << 16) /* pending ordinals that trigger a flush */
+
+/* Ordinals not yet merged into a bitmap. */
+typedef struct pend {
+    uint32_t *v;
+    uint32_t n, cap;
+} pend_t;
 
 typedef struct day_rec {
     int32_t day;
     uint8_t dirty;
     roaring_bitmap_t *active;
     roaring_bitmap_t *susers;
-    uint64_t *seen; /* hot days: bit u set => u is in active; else NULL */
+    /* hot days: for u < 64 * seen_words, bit u set <=> u is in active or
+     * pa; NULL for other days */
+    uint64_t *seen;
     size_t seen_words;
+    pend_t pa; /* active users to add (distinct; hot days only) */
+    pend_t ps; /* session users to add (may repeat) */
     int64_t sessions;
     int64_t sum_duration_ms;
     int64_t sum_actions;
@@ -90,8 +104,85 @@ struct engage_daystore {
 
 engage_daystore_t *engage_daystore_new(void) { return calloc(1, sizeof(engage_daystore_t)); }
 
+/* Sorts v[0..n) ascending, tmp[0..n) as scratch: an LSD radix sort on
+ * bytes, skipping the bytes in which all values agree. */
+static void sort_u32(uint32_t *v, uint32_t *tmp, size_t n) {
+    uint32_t any = 0, all = UINT32_MAX;
+    for (size_t i = 0; i < n; i++) {
+        any |= v[i];
+        all &= v[i];
+    }
+    uint32_t *src = v, *dst = tmp;
+    for (int shift = 0; shift < 32; shift += 8) {
+        if (!(((any ^ all) >> shift) & 0xff))
+            continue;
+        size_t pos[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            pos[(src[i] >> shift) & 0xff]++;
+        for (size_t b = 0, sum = 0; b < 256; b++) {
+            size_t c = pos[b];
+            pos[b] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[pos[(src[i] >> shift) & 0xff]++] = src[i];
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != v)
+        memcpy(v, src, n * sizeof(*v));
+}
+
+/* Appends u. Returns 0, or -1 on OOM. */
+static int pend_push(pend_t *p, uint32_t u) {
+    if (p->n == p->cap) {
+        uint32_t ncap = p->cap ? p->cap * 2 : 256;
+        uint32_t *nv = realloc(p->v, (size_t)ncap * sizeof(*nv));
+        if (!nv)
+            return -1;
+        p->v = nv;
+        p->cap = ncap;
+    }
+    p->v[p->n++] = u;
+    return 0;
+}
+
+/* Merges p into b: sorted, the values become one bitmap of appends, then
+ * one union. */
+static void pend_flush(pend_t *p, roaring_bitmap_t *b) {
+    if (!p->n)
+        return;
+    uint32_t *tmp = malloc((size_t)p->n * sizeof(*tmp));
+    roaring_bitmap_t *add = NULL;
+    if (tmp) {
+        sort_u32(p->v, tmp, p->n);
+        add = roaring_bitmap_of_ptr(p->n, p->v);
+    }
+    if (add) {
+        roaring_bitmap_or_inplace(b, add);
+        roaring_bitmap_free(add);
+    } else {
+        roaring_bitmap_add_many(b, p->n, p->v); /* no memory for the fast way */
+    }
+    free(tmp);
+    p->n = 0;
+}
+
+/* Brings r's bitmaps up to date. Readers call it on const records: this
+ * changes the representation of the day, not its content (the bitmaps are
+ * the store's; only the record array is const there). */
+static void rec_flush(const day_rec_t *cr) {
+    day_rec_t *r = (day_rec_t *)cr;
+    pend_flush(&r->pa, r->active);
+    pend_flush(&r->ps, r->susers);
+}
+
 static void rec_cool(engage_daystore_t *ds, day_rec_t *r) {
     if (r->seen) {
+        pend_flush(&r->pa, r->active); /* cold days add to the bitmap directly */
+        free(r->pa.v);
+        r->pa = (pend_t){0};
         free(r->seen);
         r->seen = NULL;
         r->seen_words = 0;
@@ -102,14 +193,17 @@ static void rec_cool(engage_daystore_t *ds, day_rec_t *r) {
 /* Frees r's bitmaps; ds (may be NULL for a record not in a store) keeps
  * count of hot days. */
 static void rec_free(engage_daystore_t *ds, day_rec_t *r) {
+    if (ds && r->seen)
+        ds->nhot--;
     if (r->active)
         roaring_bitmap_free(r->active);
     if (r->susers)
         roaring_bitmap_free(r->susers);
-    if (ds)
-        rec_cool(ds, r);
-    else
-        free(r->seen);
+    free(r->seen);
+    free(r->pa.v);
+    free(r->ps.v);
+    r->seen = NULL;
+    r->pa.v = r->ps.v = NULL;
 }
 
 void engage_daystore_destroy(engage_daystore_t *ds) {
@@ -180,13 +274,24 @@ static day_rec_t *day_get(engage_daystore_t *ds, int32_t day) {
     return &ds->days[i];
 }
 
-/* Makes r's seen-bitset cover word w, making r hot if it is not (taking
- * the bitset of the oldest hot day if HOT_MAX days are hot and that day is
- * older than r). Returns 0, or -1 if r stays without bitset for w (too
- * large an ordinal, an old day, no memory: the caller just skips the
- * bitset). */
+static bool set_seen(uint32_t u, void *seen) {
+    ((uint64_t *)seen)[u >> 6] |= (uint64_t)1 << (u & 63);
+    return true;
+}
+
+/* Makes r's seen-bitset cover word w, making r hot if it is not: taking the
+ * bitset of the oldest hot day if HOT_MAX days are hot and that day is
+ * older than r, and setting the bits of the users already in r. Returns 0,
+ * or -1 if r stays cold (an ordinal too large, an old day, no memory: the
+ * caller adds to the bitmap directly). */
 static int seen_reserve(engage_daystore_t *ds, day_rec_t *r, size_t w) {
-    if (w >= HOT_MAX_WORDS)
+    size_t need = w + 1;
+    if (!r->seen && !roaring_bitmap_is_empty(r->active)) {
+        size_t top = (size_t)(roaring_bitmap_maximum(r->active) >> 6) + 1;
+        if (top > need)
+            need = top;
+    }
+    if (need > HOT_MAX_WORDS)
         return -1;
     if (!r->seen && ds->nhot >= HOT_MAX) {
         day_rec_t *old = NULL;
@@ -198,40 +303,52 @@ static int seen_reserve(engage_daystore_t *ds, day_rec_t *r, size_t w) {
         rec_cool(ds, old);
     }
     size_t nw = r->seen_words ? r->seen_words : HOT_MIN_WORDS;
-    while (nw <= w)
+    while (nw < need)
         nw *= 2;
     uint64_t *ns = realloc(r->seen, nw * sizeof(*ns));
     if (!ns)
         return -1;
     memset(ns + r->seen_words, 0, (nw - r->seen_words) * sizeof(*ns));
-    if (!r->seen)
+    if (!r->seen) {
         ds->nhot++;
+        roaring_iterate(r->active, set_seen, ns); /* pa is empty: r was cold */
+    }
     r->seen = ns;
     r->seen_words = nw;
     return 0;
 }
 
 engage_err_t engage_daystore_add_active(engage_daystore_t *ds, int32_t day, uint32_t user) {
-    day_rec_t *r = day_get(ds, day);
-    if (!r)
-        return ENGAGE_ERR_NOMEM;
+    day_rec_t *r = ds->hint < ds->n ? &ds->days[ds->hint] : NULL;
+    if (!r || r->day != day) {
+        if (!(r = day_get(ds, day)))
+            return ENGAGE_ERR_NOMEM;
+    }
     size_t w = user >> 6;
     uint64_t bit = (uint64_t)1 << (user & 63);
-    if (w < r->seen_words && (r->seen[w] & bit))
-        return ENGAGE_ERR_OK; /* a repeat: already in the bitmap */
-    if (roaring_bitmap_add_checked(r->active, user))
-        r->dirty = 1;
-    if (w < r->seen_words || seen_reserve(ds, r, w) == 0)
-        r->seen[w] |= bit;
+    if (w >= r->seen_words && seen_reserve(ds, r, w)) {
+        if (roaring_bitmap_add_checked(r->active, user)) /* cold */
+            r->dirty = 1;
+        return ENGAGE_ERR_OK;
+    }
+    if (r->seen[w] & bit)
+        return ENGAGE_ERR_OK; /* a repeat */
+    if (pend_push(&r->pa, user))
+        return ENGAGE_ERR_NOMEM;
+    r->seen[w] |= bit;
+    r->dirty = 1;
+    if (r->pa.n >= PEND_MAX)
+        pend_flush(&r->pa, r->active);
     return ENGAGE_ERR_OK;
 }
 
 engage_err_t engage_daystore_add_session(engage_daystore_t *ds, int32_t day, uint32_t user,
                                          int64_t duration_ms, uint32_t actions) {
     day_rec_t *r = day_get(ds, day);
-    if (!r)
+    if (!r || pend_push(&r->ps, user))
         return ENGAGE_ERR_NOMEM;
-    roaring_bitmap_add(r->susers, user);
+    if (r->ps.n >= PEND_MAX)
+        pend_flush(&r->ps, r->susers);
     r->sessions++;
     r->sum_duration_ms += duration_ms;
     r->sum_actions += actions;
@@ -241,7 +358,10 @@ engage_err_t engage_daystore_add_session(engage_daystore_t *ds, int32_t day, uin
 
 uint64_t engage_daystore_dau(const engage_daystore_t *ds, int32_t day) {
     const day_rec_t *r = day_find(ds, day);
-    return r ? roaring_bitmap_get_cardinality(r->active) : 0;
+    if (!r)
+        return 0;
+    rec_flush(r);
+    return roaring_bitmap_get_cardinality(r->active);
 }
 
 uint64_t engage_daystore_window(const engage_daystore_t *ds, int32_t day, int ndays) {
@@ -256,6 +376,8 @@ uint64_t engage_daystore_window(const engage_daystore_t *ds, int32_t day, int nd
     size_t k = hi - lo;
     if (k == 0)
         return 0;
+    for (size_t i = lo; i < hi; i++)
+        rec_flush(&ds->days[i]);
     if (k == 1)
         return roaring_bitmap_get_cardinality(ds->days[lo].active);
     if (k == 2)
@@ -282,6 +404,7 @@ void engage_daystore_stats(const engage_daystore_t *ds, int32_t day, engage_day_
     const day_rec_t *r = day_find(ds, day);
     if (!r)
         return;
+    rec_flush(r);
     st->sessions = r->sessions;
     st->session_users = (int64_t)roaring_bitmap_get_cardinality(r->susers);
     st->sum_duration_ms = r->sum_duration_ms;
@@ -483,6 +606,7 @@ engage_err_t engage_daystore_serialize_day(const engage_daystore_t *ds, int32_t 
     const day_rec_t *r = day_find(ds, day);
     if (!r)
         return ENGAGE_ERR_NOT_FOUND;
+    rec_flush(r);
     /* Run containers make dense ordinal ranges far smaller. This changes
      * the representation, not the content, of the bitmaps (which the store
      * owns; only the record array is const here). */

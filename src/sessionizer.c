@@ -33,7 +33,7 @@
  * Closing and merging bump the generation too.
  *
  * Queue structure (a two-level bucket queue). Keys are cut into slots of
- * 2^Q_WSHIFT ms. Entries whose slot is below a moving front slot sit in a
+ * 2^wshift ms. Entries whose slot is below a moving front slot sit in a
  * small 4-ary heap ("near"); all others are appended to a ring of 2^Q_RBITS
  * buckets indexed by slot (an entry more than one ring turn ahead waits in
  * its bucket until the front comes round to its slot). When near runs
@@ -45,6 +45,15 @@
  * several cache misses per session at a million users. Stale entries are
  * bounded: a queue holding more than twice as many entries as there are
  * open sessions (plus slack) is compacted in place.
+ *
+ * A close-queue entry is pushed about gap + grace ahead of the front. If a
+ * ring turn were shorter than that, the front would pass its bucket once
+ * before its slot, copying it over as "a later turn" (with 64 ms slots a
+ * turn is 17.5 minutes: a third of the close path went there). So the close
+ * queue's slots are as wide as needed for a turn of at least twice the gap
+ * (256 ms for the default 30 minutes); only the near heap gets a little
+ * larger. The start queue, whose entries wait as long as their session
+ * lasts, gets the same width.
  *
  * The close callback must not call back into the sessionizer.
  */
@@ -62,7 +71,7 @@
  * larger ones (a rare very long session) go back to malloc. */
 #define KEEP_CLS 5
 
-#define Q_WSHIFT 6  /* 64 ms per slot */
+#define Q_WSHIFT 6  /* 64 ms per slot, at least */
 #define Q_RBITS 14  /* 16384 buckets (256 KiB): one ring turn is ~17 minutes */
 #define Q_R (1u << Q_RBITS)
 #define Q_MASK (Q_R - 1)
@@ -122,6 +131,7 @@ typedef struct lbq {
     uint64_t *hascap;   /* Q_R bits: bucket owns memory */
     size_t nring;       /* entries in the ring */
     uint64_t front;     /* slot number */
+    unsigned wshift;    /* a slot is 2^wshift ms */
 } lbq_t;
 
 struct engage_sessionizer {
@@ -293,8 +303,8 @@ static sblock_t *set_reserve(engage_sessionizer_t *s, sblock_t *ob, uint64_t n) 
 /* ---- the bucket queue --------------------------------------------------- */
 
 /* Maps a key to its slot, order-preserving over all of int64. */
-static inline uint64_t qslot(int64_t key) {
-    return ((uint64_t)key ^ ((uint64_t)1 << 63)) >> Q_WSHIFT;
+static inline uint64_t qslot(const lbq_t *q, int64_t key) {
+    return ((uint64_t)key ^ ((uint64_t)1 << 63)) >> q->wshift;
 }
 
 static inline int qless(const qent_t *a, const qent_t *b) {
@@ -369,7 +379,7 @@ static inline int lbq_goes_near(const lbq_t *q, uint64_t sl) {
  * largest bucket, so moving a bucket into the (empty) near heap never
  * allocates. Returns 0 or -1 on OOM. */
 static int lbq_reserve(lbq_t *q, int64_t key) {
-    uint64_t sl = qslot(key);
+    uint64_t sl = qslot(q, key);
     if (lbq_goes_near(q, sl))
         return grow_array((void **)&q->near, &q->ncap, q->nlen + 1, sizeof(qent_t), 256);
     if (!q->ring) {
@@ -403,7 +413,7 @@ static int lbq_reserve(lbq_t *q, int64_t key) {
 
 /* Queues e; room was reserved by lbq_reserve(q, e->key). */
 static void lbq_push(lbq_t *q, const qent_t *e) {
-    uint64_t sl = qslot(e->key);
+    uint64_t sl = qslot(q, e->key);
     if (lbq_goes_near(q, sl)) {
         near_push(q, e);
         return;
@@ -440,7 +450,7 @@ static uint64_t lbq_ring_min(const lbq_t *q) {
         for (uint64_t bits = q->nonempty[w]; bits; bits &= bits - 1) {
             const qvec_t *b = &q->ring[(w << 6) | (uint32_t)__builtin_ctzll(bits)];
             for (uint32_t i = 0; i < b->len; i++) {
-                uint64_t sl = qslot(b->v[i].key);
+                uint64_t sl = qslot(q, b->v[i].key);
                 if (sl < m)
                     m = sl;
             }
@@ -457,7 +467,7 @@ static void lbq_drain(const engage_sessionizer_t *s, lbq_t *q) {
     uint32_t keep = 0;
     for (uint32_t i = 0; i < b->len; i++) {
         qent_t e = b->v[i];
-        if (qslot(e.key) != q->front) {
+        if (qslot(q, e.key) != q->front) {
             b->v[keep++] = e; /* a later turn of the ring */
             continue;
         }
@@ -647,6 +657,10 @@ engage_sessionizer_t *engage_sessionizer_new(int64_t gap_ms) {
         return NULL;
     s->gap = gap_ms;
     s->free_sid = NIL;
+    s->cq.wshift = Q_WSHIFT;
+    while (s->cq.wshift < 40 && ((uint64_t)Q_R << s->cq.wshift) < 2 * (uint64_t)gap_ms)
+        s->cq.wshift++;
+    s->sq.wshift = s->cq.wshift;
     return s;
 }
 
@@ -688,7 +702,7 @@ void engage_sessionizer_prefetch(const engage_sessionizer_t *s, uint32_t user,
 
 int engage_sessionizer_add(engage_sessionizer_t *s, uint32_t user, int64_t ts_ms,
                            uint64_t event_hash) {
-    if (users_reserve(s, user))
+    if (user >= s->ucap && users_reserve(s, user))
         return -1;
 
     /* One pass: duplicate check against every open session of the user,
@@ -794,7 +808,7 @@ static size_t close_due(engage_sessionizer_t *s, int64_t watermark, int all,
         if (due != e.key) {
             /* extended since it was queued: re-queue with the real key */
             e.key = due;
-            if (qslot(due) < q->front) {
+            if (qslot(q, due) < q->front) {
                 near_sift_down(q, 0, e);
             } else {
                 if (lbq_reserve(q, due))
@@ -837,9 +851,46 @@ int64_t engage_sessionizer_min_open_start(const engage_sessionizer_t *s) {
 
 size_t engage_sessionizer_open_count(const engage_sessionizer_t *s) { return s->nopen; }
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+/* Sorts v[0..n) ascending, tmp[0..n) as scratch: an LSD radix sort on
+ * bytes, skipping the bytes in which all values agree. A persist sorts
+ * tens of thousands of dirty users; qsort() cost more than the rest of
+ * take_dirty and serialization together. */
+static void sort_u32(uint32_t *v, uint32_t *tmp, size_t n) {
+    if (n < 32) { /* insertion sort */
+        for (size_t i = 1; i < n; i++) {
+            uint32_t x = v[i];
+            size_t j = i;
+            for (; j > 0 && v[j - 1] > x; j--)
+                v[j] = v[j - 1];
+            v[j] = x;
+        }
+        return;
+    }
+    uint32_t any = 0, all = UINT32_MAX;
+    for (size_t i = 0; i < n; i++) {
+        any |= v[i];
+        all &= v[i];
+    }
+    uint32_t *src = v, *dst = tmp;
+    for (int shift = 0; shift < 32; shift += 8) {
+        if (!(((any ^ all) >> shift) & 0xff))
+            continue;
+        size_t pos[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            pos[(src[i] >> shift) & 0xff]++;
+        for (size_t b = 0, sum = 0; b < 256; b++) {
+            size_t c = pos[b];
+            pos[b] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[pos[(src[i] >> shift) & 0xff]++] = src[i];
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != v)
+        memcpy(v, src, n * sizeof(*v));
 }
 
 size_t engage_sessionizer_take_dirty(engage_sessionizer_t *s, const uint32_t **users) {
@@ -851,8 +902,7 @@ size_t engage_sessionizer_take_dirty(engage_sessionizer_t *s, const uint32_t **u
     s->ndirty = 0;
     for (size_t i = 0; i < n; i++)
         s->udirty[out[i]] = 0;
-    if (n > 1)
-        qsort(out, n, sizeof(*out), cmp_u32);
+    sort_u32(out, s->dirty, n); /* the new dirty list is empty: scratch */
     *users = out;
     return n;
 }

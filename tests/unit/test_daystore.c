@@ -725,6 +725,63 @@ static void test_hot_days(void **state) {
     engage_daystore_destroy(ds);
 }
 
+/* Pending additions: more first adds and session users than one pending
+ * list holds (a flush in between), reads between adds, a day cooled while
+ * it has pending users; every read and the serialized bytes see them all. */
+static void test_pending(void **state) {
+    (void)state;
+    enum { USERS = 200000 };
+    static uint8_t act[USERS], su[USERS];
+    memset(act, 0, sizeof(act));
+    memset(su, 0, sizeof(su));
+    engage_daystore_t *ds = engage_daystore_new();
+    uint64_t nact = 0, nsu = 0;
+    int64_t nsess = 0;
+    for (int i = 0; i < 400000; i++) {
+        uint32_t u = (uint32_t)(rng() % USERS);
+        assert_int_equal(engage_daystore_add_active(ds, 100, u), ENGAGE_ERR_OK);
+        nact += !act[u];
+        act[u] = 1;
+        if (i % 2 == 0) {
+            assert_int_equal(engage_daystore_add_session(ds, 100, u, 10, 1), ENGAGE_ERR_OK);
+            nsu += !su[u];
+            su[u] = 1;
+            nsess++;
+        }
+        if (i % 199999 == 0) { /* a pending list fills in between */
+            assert_int_equal(engage_daystore_dau(ds, 100), nact);
+            assert_int_equal(engage_daystore_window(ds, 100, 7), nact);
+        }
+    }
+    /* newer days take the hot slots: day 100 cools with users pending */
+    for (int d = 101; d <= 105; d++) {
+        uint32_t u = USERS + 10 + (uint32_t)d;
+        assert_int_equal(engage_daystore_add_active(ds, d, u), ENGAGE_ERR_OK);
+    }
+    assert_int_equal(engage_daystore_add_active(ds, 100, USERS + 1), ENGAGE_ERR_OK);
+    nact++;
+    assert_int_equal(engage_daystore_dau(ds, 100), nact);
+    assert_int_equal(engage_daystore_window(ds, 105, 6), nact + 5);
+    engage_day_stats_t st;
+    engage_daystore_stats(ds, 100, &st);
+    assert_int_equal(st.sessions, nsess);
+    assert_int_equal(st.session_users, nsu);
+    engage_buf_t b = {0}, b2 = {0};
+    assert_int_equal(engage_daystore_serialize_day(ds, 100, &b), ENGAGE_ERR_OK);
+    engage_daystore_t *t = engage_daystore_new();
+    assert_int_equal(engage_daystore_load_day(t, 100, b.p, b.len, NULL, 0), ENGAGE_ERR_OK);
+    assert_int_equal(engage_daystore_dau(t, 100), nact);
+    engage_daystore_stats(t, 100, &st);
+    assert_int_equal(st.session_users, nsu);
+    assert_int_equal(engage_daystore_serialize_day(t, 100, &b2), ENGAGE_ERR_OK);
+    assert_int_equal(b2.len, b.len);
+    assert_memory_equal(b2.p, b.p, b.len);
+    engage_buf_free(&b);
+    engage_buf_free(&b2);
+    engage_daystore_destroy(t);
+    engage_daystore_destroy(ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vs_model),
@@ -735,6 +792,7 @@ int main(void) {
         cmocka_unit_test(test_encodings),
         cmocka_unit_test(test_forged_encodings),
         cmocka_unit_test(test_hot_days),
+        cmocka_unit_test(test_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -797,6 +797,43 @@ static void test_new_rejects_bad_gap(void **state) {
     engage_sessionizer_destroy(NULL);
 }
 
+/* Many dirty users, ordinals spread over three bytes: the list comes back
+ * sorted, each user once, for sizes around the insertion-sort cut-off. */
+static void test_dirty_many(void **state) {
+    (void)state;
+    static uint8_t want[1 << 20];
+    uint64_t x = 12345;
+    const size_t sizes[] = {0, 1, 2, 31, 32, 33, 100, 5000, 200000};
+    engage_sessionizer_t *s = engage_sessionizer_new(10);
+    int64_t ts = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        memset(want, 0, sizeof(want));
+        size_t distinct = 0;
+        for (size_t i = 0; i < sizes[k]; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            uint32_t u = (uint32_t)(x % (sizes[k] < 100 ? 300 : (1u << 20)));
+            if (i % 3 == 0)
+                u = (uint32_t)(i % 70000); /* a dense part */
+            assert_int_equal(engage_sessionizer_add(s, u, ts, x | 1), 1);
+            distinct += !want[u];
+            want[u] = 1;
+        }
+        const uint32_t *u;
+        size_t n = engage_sessionizer_take_dirty(s, &u);
+        assert_int_equal(n, distinct);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(want[u[i]]);
+            if (i)
+                assert_true(u[i - 1] < u[i]);
+        }
+        /* everything closes before the next round */
+        ts += 1000;
+        engage_sessionizer_close(s, ts, NULL, NULL);
+        engage_sessionizer_take_dirty(s, &u);
+    }
+    engage_sessionizer_destroy(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_gap_edge),
@@ -808,6 +845,7 @@ int main(void) {
         cmocka_unit_test(test_close_watermark_strict),
         cmocka_unit_test(test_min_open_start),
         cmocka_unit_test(test_dirty),
+        cmocka_unit_test(test_dirty_many),
         cmocka_unit_test(test_serialize_roundtrip),
         cmocka_unit_test(test_load_corrupt),
         cmocka_unit_test(test_random_vs_reference),
