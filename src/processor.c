@@ -73,6 +73,7 @@ typedef struct proc {
     engage_task_conf_t tconf;
     engage_emit_t emit;
     volatile int delivery_failed;
+    int64_t purged; /* output records dropped by aborted transactions */
     int fatal;
     char fatal_msg[1100];
     int owned_any;
@@ -238,7 +239,11 @@ static int emit_late(void *opaque, const engage_input_rec_t *rec, int64_t waterm
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     proc_t *p = opaque;
-    if (m->err) {
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        /* records of an aborted transaction: expected, counted, and said
+         * once by rewind_all() instead of once per record */
+        p->purged++;
+    } else if (m->err) {
         p->delivery_failed = 1;
         LOG_ERROR("delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
                   rd_kafka_err2str(m->err));
@@ -355,6 +360,12 @@ static void rewind_all(proc_t *p) {
     }
     rd_kafka_topic_partition_list_destroy(l);
     p->delivery_failed = 0;
+    rd_kafka_poll(p->producer, 0); /* serve the purged records' reports */
+    if (p->purged)
+        LOG_WARN("the aborted transaction's %" PRId64 " queued output records were dropped "
+                 "(they are produced again from the committed state)",
+                 p->purged);
+    p->purged = 0;
 }
 
 /* Handles a failed transactional call. Returns 1 to retry the call, 0 when
@@ -768,6 +779,8 @@ static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts, int los
         if (lost && p->eos) {
             /* someone else may own these already: never commit for them */
             if (p->in_txn) {
+                LOG_WARN("assignment lost (session timed out or fenced): aborting the open "
+                         "transaction");
                 rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 60000);
                 if (e) {
                     set_fatal(p, "abort on lost assignment: %s", rd_kafka_error_string(e));
@@ -1328,6 +1341,16 @@ static int bounded_progress(proc_t *p) {
  * every 500 ms; a failed or timed-out lookup means "not yet". */
 static int group_done(proc_t *p) {
     double now = mono_seconds();
+    /* this member holds every partition and has finished them all: nobody
+     * else can hold any work (and no lookup is needed, which also keeps
+     * single-member runs on the librdkafka mock cluster working: it does
+     * not store transactional offset commits) */
+    int all_here = p->agg && engage_aggregator_done(p->agg);
+    for (int32_t i = 0; i < p->nparts && all_here; i++)
+        if (!p->tasks[i].task || !engage_task_finished(p->tasks[i].task))
+            all_here = 0;
+    if (all_here)
+        return 1;
     if (now < p->next_group_check)
         return 0;
     p->next_group_check = now + 0.5;
