@@ -102,6 +102,16 @@ static uint32_t get_be32(const void *p) {
     return ((uint32_t)s[0] << 24) | ((uint32_t)s[1] << 16) | ((uint32_t)s[2] << 8) | s[3];
 }
 
+/* Writes v as 16 lower-case hex digits and a NUL into out[17]: the bytes
+ * snprintf("%016" PRIx64) writes, without its cost (it was ~900
+ * instructions per closed session). */
+static void hex16(char *out, uint64_t v) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = digits[v & 15];
+    out[16] = '\0';
+}
+
 /* ---- emission helpers -------------------------------------------------- */
 
 static int emit_partial_day(engage_task_t *t, int32_t day) {
@@ -143,7 +153,7 @@ static void on_close(void *opaque, uint32_t user, int64_t start_ms, int64_t last
         t->cb_failed = 1;
         return;
     }
-    snprintf(t->sid, sizeof(t->sid), "%016" PRIx64, (uint64_t)XXH64(t->key.p, t->key.len, 0));
+    hex16(t->sid, (uint64_t)XXH64(t->key.p, t->key.len, 0));
     engage_session_rec_t r = {.session_id = t->sid,
                               .user_id = uid,
                               .user_id_len = ulen,

@@ -491,6 +491,37 @@ static void test_late_boundary(void **state) {
     assert_partial(&f->cap.p[0], D0, 1, 1, 1, 1, 1, GRACE, 2);
 }
 
+/* Session ids are 16 lower-case hex digits of XXH64(user id, start LE64),
+ * zero-padded: many sessions, so ids with leading zeros (1 in 16) and
+ * every digit occur. */
+static void test_session_ids(void **state) {
+    fx_t *f = *state;
+    char user[32], eid[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(user, sizeof(user), "user-%d", i);
+        snprintf(eid, sizeof(eid), "e%d", i);
+        feed(f, user, eid, NOON(0) + i);
+    }
+    finish(f);
+    assert_int_equal(f->cap.ns, 300);
+    int leading_zero = 0, seen[16] = {0};
+    for (size_t k = 0; k < f->cap.ns; k++) {
+        const cap_sess_t *s = &f->cap.s[k];
+        int i = atoi(s->user + 5);
+        snprintf(user, sizeof(user), "user-%d", i);
+        assert_session(s, user, NOON(0) + i, NOON(0) + i, 1);
+        leading_zero += s->sid[0] == '0';
+        for (int j = 0; j < 16; j++) {
+            const char *d = strchr("0123456789abcdef", s->sid[j]);
+            assert_non_null(d);
+            seen[d - "0123456789abcdef"] = 1;
+        }
+    }
+    assert_true(leading_zero > 0);
+    for (int j = 0; j < 16; j++)
+        assert_true(seen[j]);
+}
+
 static void test_gap_edges(void **state) {
     fx_t *f = *state;
     int64_t T = NOON(0);
@@ -1256,6 +1287,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_boundary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_midnight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
