@@ -38,6 +38,12 @@
 #include <rocksdb/c.h>
 
 #define STATE_BLOCK_CACHE_BYTES (32u << 20)
+/* Memtable size per store (RocksDB's default is 64 MiB). A member holds one
+ * store per owned partition plus the aggregator's, each with up to two
+ * memtables (one being flushed), so this bounds most of the memory the
+ * stores take: 16 MiB keeps four partitions' stores near 128 MiB instead of
+ * 512 MiB, at the same measured speed (more, smaller flushes). */
+#define STATE_WRITE_BUFFER_BYTES ((size_t)16 << 20)
 
 struct engage_state {
     rocksdb_t *db;
@@ -102,6 +108,7 @@ static rocksdb_options_t *make_options(rocksdb_block_based_table_options_t **bbt
     rocksdb_options_set_compression(o, rocksdb_lz4_compression);
     rocksdb_options_set_memtable_vector_rep(o);
     rocksdb_options_set_allow_concurrent_memtable_write(o, 0);
+    rocksdb_options_set_write_buffer_size(o, STATE_WRITE_BUFFER_BYTES);
     /* RocksDB's info LOG files are not state: keep two, of bounded size,
      * so a store's footprint on disk follows its data */
     rocksdb_options_set_keep_log_file_num(o, 2);
