@@ -90,6 +90,7 @@ typedef struct proc {
     void *txn_cgmd;           /* serialized group metadata when the transaction began */
     size_t txn_cgmd_size;
     int closing;             /* the loop has ended: take no new partitions */
+    int assigned_once;       /* the group has given this member an assignment */
     double next_group_check; /* bounded runs: monotonic time of the next group check */
     double waiting_since;    /* bounded runs: own work done since (0 = not done) */
     /* idle policy (live runs) */
@@ -406,6 +407,27 @@ static int txn_failed(proc_t *p, const char *what, rd_kafka_error_t *e, int *tri
     return -1;
 }
 
+/* Offsets committed for a finished task or a done aggregator carry this
+ * metadata: it is how the members of a bounded run learn that the group's
+ * job is done (group_done()); a live run's commits carry none, so they clear
+ * it. */
+#define DONE_MARK "engage:done"
+
+static void add_offset(rd_kafka_topic_partition_list_t *l, const char *topic, int32_t part,
+                       int64_t offset, int done) {
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, topic, part);
+    tp->offset = offset;
+    if (done && (tp->metadata = malloc(sizeof(DONE_MARK) - 1)) != NULL) {
+        memcpy(tp->metadata, DONE_MARK, sizeof(DONE_MARK) - 1);
+        tp->metadata_size = sizeof(DONE_MARK) - 1; /* freed by the list */
+    }
+}
+
+static int is_done_mark(const rd_kafka_topic_partition_t *tp) {
+    return tp->metadata && tp->metadata_size == sizeof(DONE_MARK) - 1 &&
+           memcmp(tp->metadata, DONE_MARK, sizeof(DONE_MARK) - 1) == 0;
+}
+
 /* exactly_once checkpoint: state changes to the changelogs, input offsets
  * and the batch's outputs commit together in one transaction; only then is
  * the local cache written. Returns 0 (committed, or aborted and rewound) or
@@ -436,8 +458,8 @@ static int checkpoint_eos(proc_t *p) {
         if (engage_state_mirror_failed(engage_task_store(t)))
             staged_fail = 2;
         if (engage_task_next_offset(t) >= 0)
-            rd_kafka_topic_partition_list_add(offs, p->conf->topic_input, i)->offset =
-                engage_task_next_offset(t);
+            add_offset(offs, p->conf->topic_input, i, engage_task_next_offset(t),
+                       engage_task_finished(t));
     }
     if (p->agg && !staged_fail) {
         if (engage_aggregator_stage(p->agg, errstr, sizeof(errstr))) {
@@ -447,8 +469,9 @@ static int checkpoint_eos(proc_t *p) {
             if (engage_state_mirror_failed(engage_aggregator_store(p->agg)))
                 staged_fail = 2;
             if (engage_aggregator_next_offset(p->agg) >= 0)
-                rd_kafka_topic_partition_list_add(offs, p->conf->topic_partials, 0)->offset =
-                    engage_aggregator_next_offset(p->agg);
+                add_offset(offs, p->conf->topic_partials, 0,
+                           engage_aggregator_next_offset(p->agg),
+                           engage_aggregator_done(p->agg));
         }
     }
     if (staged_fail == 1) {
@@ -589,8 +612,8 @@ static int checkpoint(proc_t *p) {
             }
         }
         if (engage_task_next_offset(t) >= 0)
-            rd_kafka_topic_partition_list_add(offs, p->conf->topic_input, i)->offset =
-                engage_task_next_offset(t);
+            add_offset(offs, p->conf->topic_input, i, engage_task_next_offset(t),
+                       engage_task_finished(t));
     }
     if (p->agg) {
         if (engage_aggregator_persist(p->agg, errstr, sizeof(errstr))) {
@@ -599,8 +622,8 @@ static int checkpoint(proc_t *p) {
             return -1;
         }
         if (engage_aggregator_next_offset(p->agg) >= 0)
-            rd_kafka_topic_partition_list_add(offs, p->conf->topic_partials, 0)->offset =
-                engage_aggregator_next_offset(p->agg);
+            add_offset(offs, p->conf->topic_partials, 0, engage_aggregator_next_offset(p->agg),
+                       engage_aggregator_done(p->agg));
     }
     if (offs->cnt > 0) {
         rd_kafka_resp_err_t err = rd_kafka_commit(p->consumer, offs, 1);
@@ -827,6 +850,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *e = NULL;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        p->assigned_once = 1;
         on_assign(p, parts);
         if (cooperative)
             e = rd_kafka_incremental_assign(rk, parts);
@@ -1332,9 +1356,10 @@ static int bounded_progress(proc_t *p) {
 
 /* Bounded runs: is the whole group's job done? It is when the group has
  * committed, for every input partition, an offset at or past the end offset
- * this member read at start, and the aggregator has committed a position at
- * or past the end of the partials topic (read after the input check, so
- * every partial is in it). A member whose own partitions are done keeps its
+ * this member read at start by a task that had finished (DONE_MARK: a live
+ * run's commits at the end do not count, its last days are still open), and
+ * the aggregator, done, has committed a position at or past the end of the
+ * partials topic (read after the input check, so every partial is in it). A member whose own partitions are done keeps its
  * place in the group until then: partitions still held by a member that
  * died are reassigned to it when the group evicts that member, instead of
  * being left unprocessed by a run that reports success. Checked at most
@@ -1351,7 +1376,9 @@ static int group_done(proc_t *p) {
             all_here = 0;
     if (all_here)
         return 1;
-    if (now < p->next_group_check)
+    /* librdkafka 2.0.2 asserts when a cooperative-sticky consumer is closed
+     * before its first assignment (librdkafka #4312): wait for one */
+    if (!p->assigned_once || now < p->next_group_check)
         return 0;
     p->next_group_check = now + 0.5;
     if (p->waiting_since == 0)
@@ -1363,7 +1390,8 @@ static int group_done(proc_t *p) {
     rd_kafka_resp_err_t err = rd_kafka_committed(p->consumer, l, 5000);
     int done = !err, behind = -1;
     for (int32_t i = 0; i < p->nparts && done; i++)
-        if (l->elems[i].offset < 0 || l->elems[i].offset < p->tasks[i].group_end) {
+        if (l->elems[i].offset < 0 || l->elems[i].offset < p->tasks[i].group_end ||
+            !is_done_mark(&l->elems[i])) {
             done = 0;
             behind = i;
         }
@@ -1374,7 +1402,8 @@ static int group_done(proc_t *p) {
         /* the aggregator's owner knows it has emitted every day (its state
          * was committed by the checkpoint before this check) */
         int agg_here = p->agg && engage_aggregator_done(p->agg);
-        if (err || (hi > 0 && agg_at < hi && !agg_here))
+        if (err || (!agg_here && ((hi > 0 && agg_at < hi) ||
+                                  !is_done_mark(&l->elems[p->nparts]))))
             done = 0;
     }
     rd_kafka_topic_partition_list_destroy(l);
