@@ -50,6 +50,7 @@
  * trailing bytes, bit ranges that start and end with a member).
  */
 #include "daystore.h"
+#include "sortu32.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -104,36 +105,6 @@ struct engage_daystore {
 
 engage_daystore_t *engage_daystore_new(void) { return calloc(1, sizeof(engage_daystore_t)); }
 
-/* Sorts v[0..n) ascending, tmp[0..n) as scratch: an LSD radix sort on
- * bytes, skipping the bytes in which all values agree. */
-static void sort_u32(uint32_t *v, uint32_t *tmp, size_t n) {
-    uint32_t any = 0, all = UINT32_MAX;
-    for (size_t i = 0; i < n; i++) {
-        any |= v[i];
-        all &= v[i];
-    }
-    uint32_t *src = v, *dst = tmp;
-    for (int shift = 0; shift < 32; shift += 8) {
-        if (!(((any ^ all) >> shift) & 0xff))
-            continue;
-        size_t pos[256] = {0};
-        for (size_t i = 0; i < n; i++)
-            pos[(src[i] >> shift) & 0xff]++;
-        for (size_t b = 0, sum = 0; b < 256; b++) {
-            size_t c = pos[b];
-            pos[b] = sum;
-            sum += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[pos[(src[i] >> shift) & 0xff]++] = src[i];
-        uint32_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != v)
-        memcpy(v, src, n * sizeof(*v));
-}
-
 /* Appends u. Returns 0, or -1 on OOM. */
 static int pend_push(pend_t *p, uint32_t u) {
     if (p->n == p->cap) {
@@ -156,7 +127,7 @@ static void pend_flush(pend_t *p, roaring_bitmap_t *b) {
     uint32_t *tmp = malloc((size_t)p->n * sizeof(*tmp));
     roaring_bitmap_t *add = NULL;
     if (tmp) {
-        sort_u32(p->v, tmp, p->n);
+        engage_sort_u32(p->v, tmp, p->n);
         add = roaring_bitmap_of_ptr(p->n, p->v);
     }
     if (add) {
