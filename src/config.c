@@ -163,6 +163,13 @@ static const prop_t props[] = {
      "Larger means fewer waits for the broker and more re-processing after a "
      "crash.",
      OFF(checkpoint_records)},
+    {"fetch.wakeup", PT_BOOL, "true", 0, 0, NULL, NULL,
+     "Wake librdkafka's fetcher when the consumer queue has drained below half "
+     "of kafka.queued.min.messages after being full. librdkafka 2.0 otherwise "
+     "pauses fetching for up to one second once that many messages are queued "
+     "(librdkafka #2879), which capped a replay at ~130k records/s; the wake-up "
+     "is one ListOffsets request per assigned input partition (src/fetchwake.h).",
+     OFF(fetch_wakeup)},
     {"batch.timeout.ms", PT_INT, "100", 1, 600000, NULL, NULL,
      "Longest wait for a batch to fill before it is processed.", OFF(batch_timeout_ms)},
     {"run.until_end", PT_BOOL, "false", 0, 0, NULL, NULL,

@@ -54,6 +54,7 @@ typedef struct engage_conf {
     int64_t batch_size;       /* batch.size, default 10000 */
     int64_t batch_timeout_ms; /* batch.timeout.ms, default 100 */
     int64_t checkpoint_records; /* checkpoint.records, default 100000 */
+    int fetch_wakeup;         /* fetch.wakeup (bool), default 1 */
     char *processing_guarantee; /* processing.guarantee: exactly_once | at_least_once */
     char *transactional_id;     /* transactional.id, default "" = derived */
     int64_t idle_timeout_ms;    /* idle.timeout.ms, default 60000, 0 = off */

@@ -37,6 +37,7 @@
 #include "codec.h"
 #include "commands.h"
 #include "config.h"
+#include "fetchwake.h"
 #include "log.h"
 #include "state.h"
 #include "task.h"
@@ -97,7 +98,21 @@ typedef struct proc {
     rd_kafka_t *progress;       /* reads the partials topic: the group's final days */
     int32_t group_final_day;    /* latest day any partition made final, INT32_MIN */
     engage_task_stats_t total; /* of closed tasks */
+    /* main loop accounting, logged at the end (monotonic seconds) */
+    int64_t checkpoints;      /* checkpoints that wrote something */
+    double checkpoint_seconds;
+    double poll_seconds;      /* in consume_batch: waiting for / taking input */
+    double wait_seconds;      /* of which in polls that could block */
+    engage_fetchwake_t *wake; /* fetch.wakeup, NULL when off */
+    int64_t fetch_wakeups;
 } proc_t;
+
+static double mono_seconds(void) {
+    /* for log lines about restore speed only; never used by processing */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void set_fatal(proc_t *p, const char *fmt, const char *msg) {
     if (p->fatal)
@@ -442,6 +457,7 @@ static int checkpoint_eos(proc_t *p) {
         any = 1;
     if (!any)
         return 0;
+    p->checkpoints++;
     if (begin_txn(p))
         return -1;
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(p->nparts + 1);
@@ -584,6 +600,7 @@ static int checkpoint(proc_t *p) {
         any = 1;
     if (!any && rd_kafka_outq_len(p->producer) == 0)
         return 0;
+    p->checkpoints++;
     while (rd_kafka_outq_len(p->producer) > 0) {
         rd_kafka_resp_err_t err = rd_kafka_flush(p->producer, 10000);
         if (err && err != RD_KAFKA_RESP_ERR__TIMED_OUT) {
@@ -650,12 +667,6 @@ static int64_t end_offset(proc_t *p, const char *topic, int32_t part) {
     return hi;
 }
 
-static double mono_seconds(void) {
-    /* for log lines about restore speed only; never used by processing */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* exactly_once: is the local store current? It is when its stored next
  * offset equals the offset the group committed in the last transaction. If
@@ -1176,6 +1187,12 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         snprintf(errstr, n, "subscribe: %s", rd_kafka_err2str(err));
         return -1;
     }
+    if (c->fetch_wakeup) {
+        p->wake = engage_fetchwake_start(p->consumer, p->cq, c->topic_input);
+        if (!p->wake)
+            LOG_WARN("fetch.wakeup: helper thread not started; fetching may pause for up to "
+                     "1 s whenever queued.min.messages is reached");
+    }
     if (c->until_end)
         for (int32_t i = 0; i < p->nparts; i++) {
             int64_t lo = 0, hi = 0;
@@ -1439,7 +1456,10 @@ static ssize_t consume_batch(proc_t *p, int timeout_ms, rd_kafka_message_t **msg
                 break;
             wait = (int)(left * 1000.0) + 1;
         }
+        double w0 = wait ? mono_seconds() : 0;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, wait);
+        if (wait)
+            p->wait_seconds += mono_seconds() - w0;
         if (!m) {
             if (n > 0)
                 break;
@@ -1484,7 +1504,9 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
     int done = 0;
     int64_t since_checkpoint = 0;
     while (!*stop && !p->fatal && !done) {
+        double t0 = mono_seconds();
         ssize_t n = consume_batch(p, (int)conf->batch_timeout_ms, msgs, batch);
+        p->poll_seconds += mono_seconds() - t0;
         if (n < 0) {
             set_fatal(p, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
             break;
@@ -1508,6 +1530,7 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
         }
         if (p->fatal)
             break;
+        engage_fetchwake_check(p->wake);
         since_checkpoint += n;
         int own_done = 0;
         if (conf->until_end)
@@ -1520,8 +1543,10 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
          * checkpoint.records records, and whenever the consumer is caught up
          * (a short batch) or this member's work is done. */
         if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || own_done) {
+            double c0 = mono_seconds();
             if (checkpoint(p))
                 break;
+            p->checkpoint_seconds += mono_seconds() - c0;
             since_checkpoint = 0;
         }
         if (p->fatal)
@@ -1556,6 +1581,9 @@ out:
             engage_aggregator_close(p->agg);
             p->agg = NULL;
         }
+        p->fetch_wakeups = engage_fetchwake_count(p->wake);
+        engage_fetchwake_stop(p->wake);
+        p->wake = NULL;
         rd_kafka_queue_destroy(p->cq);
         rd_kafka_consumer_close(p->consumer);
         rd_kafka_destroy(p->consumer);
@@ -1579,6 +1607,12 @@ out:
                  " sessions, %" PRId64 " days",
                  t->records, t->counted, t->duplicates, t->late, t->dead, t->sessions_closed,
                  p->days_emitted);
+        LOG_INFO("main loop: %" PRId64 " checkpoints (%.1f s), %.1f s taking input "
+                 "(%.1f s of it waiting for the first record of a batch), %" PRId64
+                 " fetch wake-ups",
+                 p->checkpoints, p->checkpoint_seconds, p->poll_seconds, p->wait_seconds,
+                 p->fetch_wakeups);
+
         if (p->restored_records)
             LOG_INFO("restored %" PRId64 " changelog records in %.3f s", p->restored_records,
                      p->restore_seconds);

@@ -41,9 +41,11 @@
 /* Memtable size per store (RocksDB's default is 64 MiB). A member holds one
  * store per owned partition plus the aggregator's, each with up to two
  * memtables (one being flushed), so this bounds most of the memory the
- * stores take: 16 MiB keeps four partitions' stores near 128 MiB instead of
- * 512 MiB, at the same measured speed (more, smaller flushes). */
-#define STATE_WRITE_BUFFER_BYTES ((size_t)16 << 20)
+ * stores take. A checkpoint writes ~3 MB per 100,000 records; 4 MiB kept
+ * the 1M-user replay's peak RSS 54 MB lower than 16 MiB (64 MiB: 128 MB
+ * more) at the same wall time, with more, smaller flushes
+ * (docs/BENCHMARKS.md). */
+#define STATE_WRITE_BUFFER_BYTES ((size_t)4 << 20)
 
 struct engage_state {
     rocksdb_t *db;
