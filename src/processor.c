@@ -1445,6 +1445,25 @@ static int group_done(proc_t *p) {
  * partition is paused/resumed while it runs, which librdkafka itself does on
  * every cooperative rebalance (assignment pause, "incremental rebalance").
  * One message at a time through rd_kafka_consumer_poll() is not affected. */
+/* True when no owned input partition is known to have records beyond its
+ * task's position: the high watermark librdkafka last saw in a fetch
+ * response (no request is sent). A short batch alone is not enough: with a
+ * small consumer queue the fetcher can be briefly behind. */
+static int caught_up(proc_t *p) {
+    for (int32_t i = 0; i < p->nparts; i++) {
+        engage_task_t *t = p->tasks[i].task;
+        if (!t || engage_task_finished(t))
+            continue;
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(p->consumer, p->conf->topic_input, i, &lo, &hi) ||
+            hi < 0)
+            continue; /* not fetched yet: nothing known to be waiting */
+        if (engage_task_next_offset(t) < hi)
+            return 0;
+    }
+    return 1;
+}
+
 static ssize_t consume_batch(proc_t *p, int timeout_ms, rd_kafka_message_t **msgs, size_t max) {
     size_t n = 0;
     double deadline = mono_seconds() + timeout_ms / 1000.0;
@@ -1541,8 +1560,10 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
             break;
         /* Checkpoints wait for the broker, so take them every
          * checkpoint.records records, and whenever the consumer is caught up
-         * (a short batch) or this member's work is done. */
-        if (since_checkpoint >= conf->checkpoint_records || (size_t)n < batch || own_done) {
+         * (a short batch, and every task at its partition's high watermark)
+         * or this member's work is done. */
+        if (since_checkpoint >= conf->checkpoint_records ||
+            ((size_t)n < batch && caught_up(p)) || own_done) {
             double c0 = mono_seconds();
             if (checkpoint(p))
                 break;

@@ -72,6 +72,7 @@ struct engage_task {
     size_t last_day_cap;
     int32_t legacy_last_day; /* stands in for it in entries of the first format */
     roaring_bitmap_t *dirty_users; /* ordinals whose "u" entry must be (re)written */
+    roaring_bitmap_t *open_keys;   /* ordinals with an "o" entry in the store (staged) */
     engage_buf_t expired;    /* "u" keys of removed users to delete: [u32 len][key]... */
 
     engage_buf_t buf;
@@ -289,6 +290,7 @@ static int load_sess_cb(void *opaque, const void *k, size_t kl, const void *v, s
                  kl != 5 ? "key length" : err);
         return 1;
     }
+    roaring_bitmap_add(t->open_keys, get_be32((const char *)k + 1));
     return 0;
 }
 
@@ -369,7 +371,8 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
     t->sess = engage_sessionizer_new(conf->gap_ms);
     t->days = engage_daystore_new();
     t->dirty_users = roaring_bitmap_create();
-    if (!t->dict || !t->sess || !t->days || !t->dirty_users) {
+    t->open_keys = roaring_bitmap_create();
+    if (!t->dict || !t->sess || !t->days || !t->dirty_users || !t->open_keys) {
         engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -414,6 +417,8 @@ void engage_task_close(engage_task_t *t) {
     engage_daystore_destroy(t->days);
     if (t->dirty_users)
         roaring_bitmap_free(t->dirty_users);
+    if (t->open_keys)
+        roaring_bitmap_free(t->open_keys);
     free(t->last_day);
     engage_buf_free(&t->expired);
     engage_buf_free(&t->buf);
@@ -648,10 +653,16 @@ engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_siz
         int r = engage_sessionizer_serialize_user(t->sess, users[i], &t->buf);
         if (r < 0)
             return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
-        if (r)
+        /* Most users' sessions open and close between two checkpoints:
+         * their key was never written, so there is nothing to delete (a
+         * tombstone would cost a store write and a changelog record). */
+        if (r) {
             engage_state_put(t->st, t->key.p, t->key.len, t->buf.p, t->buf.len);
-        else
+            roaring_bitmap_add(t->open_keys, users[i]);
+        } else if (roaring_bitmap_contains(t->open_keys, users[i])) {
             engage_state_delete(t->st, t->key.p, t->key.len);
+            roaring_bitmap_remove(t->open_keys, users[i]);
+        }
     }
     /* days whose bitmaps or aggregates changed */
     const int32_t *days;

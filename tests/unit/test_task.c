@@ -1282,6 +1282,62 @@ static void test_dict_entries_when_changed(void **state) {
     finish(f);
 }
 
+/* ---- open-session entries: written for open sessions only ------------- */
+
+typedef struct open_log {
+    int puts[8], deletes[8]; /* by ordinal */
+} open_log_t;
+
+static int open_mirror_cb(void *opaque, const void *key, size_t klen, const void *val,
+                          size_t vlen) {
+    open_log_t *m = opaque;
+    const unsigned char *k = key;
+    (void)vlen;
+    if (klen == 5 && k[0] == 'o') {
+        uint32_t o = (uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 8 | k[4];
+        assert_true(o < 8);
+        if (val)
+            m->puts[o]++;
+        else
+            m->deletes[o]++;
+    }
+    return 0;
+}
+
+static void test_open_entries_only_when_needed(void **state) {
+    fx_t *f = *state;
+    char err[512] = "";
+    open_log_t m;
+    memset(&m, 0, sizeof(m));
+    engage_state_set_mirror(engage_task_store(f->t), open_mirror_cb, &m);
+    feed(f, "a", "1", NOON(0)); /* ordinal 0, open at the checkpoint */
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.puts[0], 1);
+    /* b (1) opens and closes between two checkpoints: no entry, no
+     * tombstone; a's session closes: its entry is deleted; c (2) is open */
+    feed(f, "b", "2", NOON(0) + MIN_MS);
+    feed(f, "c", "3", NOON(0) + 180 * MIN_MS);
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.deletes[0], 1);
+    assert_int_equal(m.puts[1] + m.deletes[1], 0);
+    assert_int_equal(m.puts[2], 1);
+    /* after a restart the entries found in the store are known: c's session
+     * closing deletes its entry; d (3) opens and closes unseen */
+    engage_state_set_mirror(engage_task_store(f->t), NULL, NULL);
+    engage_task_close(f->t);
+    task_open(f);
+    engage_state_set_mirror(engage_task_store(f->t), open_mirror_cb, &m);
+    feed(f, "d", "4", NOON(0) + 181 * MIN_MS);
+    feed(f, "a", "5", NOON(0) + 400 * MIN_MS);
+    assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+    assert_int_equal(m.deletes[2], 1);
+    assert_int_equal(m.puts[3] + m.deletes[3], 0);
+    assert_int_equal(m.puts[0], 2); /* a is open again */
+    assert_int_equal(m.deletes[0], 1);
+    engage_state_set_mirror(engage_task_store(f->t), NULL, NULL);
+    finish(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
@@ -1298,6 +1354,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_emit_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_property, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dict_entries_when_changed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_entries_only_when_needed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
