@@ -327,6 +327,15 @@ engage_err_t engage_daystore_add_session(engage_daystore_t *ds, int32_t day, uin
     return ENGAGE_ERR_OK;
 }
 
+void engage_daystore_iterate_active(const engage_daystore_t *ds, int32_t day,
+                                    bool (*fn)(uint32_t user, void *opaque), void *opaque) {
+    const day_rec_t *r = day_find(ds, day);
+    if (!r)
+        return;
+    rec_flush(r);
+    roaring_iterate(r->active, fn, opaque);
+}
+
 uint64_t engage_daystore_dau(const engage_daystore_t *ds, int32_t day) {
     const day_rec_t *r = day_find(ds, day);
     if (!r)

@@ -23,6 +23,7 @@
 #define ENGAGE_DAYSTORE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -78,6 +79,11 @@ engage_err_t engage_daystore_serialize_day(const engage_daystore_t *ds, int32_t 
  *  deserialization). CORRUPT with errstr on bad bytes (store unchanged). */
 engage_err_t engage_daystore_load_day(engage_daystore_t *ds, int32_t day, const void *buf,
                                       size_t len, char *errstr, size_t errstr_size);
+
+/** Calls fn(user, opaque) for every user active on day, ascending, until
+ *  fn returns false; nothing for a day not held. */
+void engage_daystore_iterate_active(const engage_daystore_t *ds, int32_t day,
+                                    bool (*fn)(uint32_t user, void *opaque), void *opaque);
 
 /** Frees every day < day from memory (not from disk). Returns days freed. */
 size_t engage_daystore_drop_before(engage_daystore_t *ds, int32_t day);

@@ -281,6 +281,36 @@ static int load_dict_cb(void *opaque, const void *k, size_t kl, const void *v, s
     return 0;
 }
 
+/* The stored last day of a user ("u" entry) is a lower bound, rewritten
+ * only when it would no longer be one that the day records make exact: at
+ * open, last_day = max(stored, newest held day whose active set has the
+ * user). So when a day record is deleted, each user whose last day it is
+ * gets its entry rewritten in the same batch; a user active on a later day
+ * is rewritten when that day goes. One write per user and inactivity
+ * instead of one per user and active day. */
+typedef struct day_users_ctx {
+    engage_task_t *t;
+    int32_t day;
+} day_users_ctx_t;
+
+static bool mark_if_last_day(uint32_t o, void *opaque) {
+    day_users_ctx_t *c = opaque;
+    engage_task_t *t = c->t;
+    size_t len;
+    if (o < t->last_day_cap && t->last_day[o] == c->day && engage_dict_name(t->dict, o, &len))
+        roaring_bitmap_add(t->dirty_users, o);
+    return true;
+}
+
+static bool raise_last_day(uint32_t o, void *opaque) {
+    day_users_ctx_t *c = opaque;
+    engage_task_t *t = c->t;
+    size_t len;
+    if (o < t->last_day_cap && t->last_day[o] < c->day && engage_dict_name(t->dict, o, &len))
+        t->last_day[o] = c->day;
+    return true;
+}
+
 static int load_sess_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
     engage_task_t *t = opaque;
     char err[128];
@@ -392,6 +422,14 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
         engage_seterr(ENGAGE_ERR_CORRUPT, errstr, errstr_size, "task %d: state at %s: %s",
                       partition, state_path, t->load_err);
         goto fail;
+    }
+    {
+        int32_t lo, hi;
+        if (engage_daystore_range(t->days, &lo, &hi))
+            for (int32_t d = lo; d <= hi; d++) {
+                day_users_ctx_t c = {t, d};
+                engage_daystore_iterate_active(t->days, d, raise_last_day, &c);
+            }
     }
     {
         const uint32_t *u;
@@ -528,10 +566,10 @@ engage_err_t engage_task_process(engage_task_t *t, const engage_input_rec_t *rec
             return engage_seterr(ENGAGE_ERR_NOMEM, errstr, errstr_size, "out of memory");
         if (day < t->min_day)
             t->min_day = day;
-        if (day > t->last_day[ord]) { /* once per user and active day */
+        /* not written here: the day bitmaps say the same until this day
+         * leaves them (engage_task_stage writes the entry then) */
+        if (day > t->last_day[ord])
             t->last_day[ord] = day;
-            roaring_bitmap_add(t->dirty_users, ord);
-        }
     }
     if (advanced) {
         int64_t wm = t->max_ts - t->conf.grace_ms;
@@ -629,7 +667,20 @@ static bool put_dict_entry(uint32_t o, void *opaque) {
     return true;
 }
 
+/* Cutoff of the day records to delete at the next stage (INT32_MIN: none). */
+static int32_t day_cutoff(const engage_task_t *t) {
+    return t->emitted_through == INT32_MIN ? INT32_MIN : t->emitted_through - t->day_keep;
+}
+
 engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_size) {
+    int32_t cutoff = day_cutoff(t);
+    int32_t lo, hi;
+    int have_days = engage_daystore_range(t->days, &lo, &hi);
+    if (cutoff != INT32_MIN && have_days)
+        for (int32_t d = lo; d < cutoff && d <= hi; d++) {
+            day_users_ctx_t c = {t, d};
+            engage_daystore_iterate_active(t->days, d, mark_if_last_day, &c);
+        }
     /* dictionary: removed users' keys first, then the entries that changed
      * (a removed id that came back is put again after its delete) */
     for (size_t off = 0; off < t->expired.len;) {
@@ -681,10 +732,7 @@ engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_siz
      * plus the margin, are dropped from memory at commit; delete them on
      * disk in the same batch so the store (and the work of the next open)
      * stays bounded */
-    int32_t cutoff = t->emitted_through == INT32_MIN ? INT32_MIN
-                                                     : t->emitted_through - t->day_keep;
-    int32_t lo, hi;
-    if (cutoff != INT32_MIN && engage_daystore_range(t->days, &lo, &hi)) {
+    if (cutoff != INT32_MIN && have_days) {
         for (int32_t d = lo; d < cutoff && d <= hi; d++) {
             key_u32(&t->key, 'b', day_key(d));
             engage_state_delete(t->st, t->key.p, t->key.len);

@@ -1234,9 +1234,7 @@ static void test_dict_entries_when_changed(void **state) {
     assert_int_equal(m.u_puts, 2); /* same day: nothing changed */
     feed(f, "a", "5", NOON(1));
     assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
-    assert_int_equal(m.u_puts, 3); /* a's last day moved */
-    assert_string_equal(m.last_u, "a");
-    assert_int_equal(engage_get_u32(m.last_val + 4), (uint32_t)(D0 + 1));
+    assert_int_equal(m.u_puts, 2); /* a's last day moved: day 1's record says so */
     uint32_t ord_b = UINT32_MAX;
     {
         void *v = NULL;
@@ -1260,7 +1258,9 @@ static void test_dict_entries_when_changed(void **state) {
     int puts_before = m.u_puts;
     assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
     assert_int_equal(m.u_deletes, 1); /* a tombstone for the changelog too */
-    assert_int_equal(m.u_puts, puts_before + 1); /* a's entry (day 34) */
+    /* days 0 and 1 leave the store: b, whose last day is 0, is gone; a's
+     * last day is 34, held by the day records */
+    assert_int_equal(m.u_puts, puts_before);
     assert_true(m.b_deletes >= 2);            /* days 0 and 1 */
     void *v = NULL;
     size_t vl = 0;
@@ -1279,6 +1279,69 @@ static void test_dict_entries_when_changed(void **state) {
     assert_int_equal(ms.ordinal_limit, 2);
     assert_int_equal(ms.min_day, D0 + 33 - 31);
     engage_state_set_mirror(engage_task_store(f->t), NULL, NULL);
+    finish(f);
+}
+
+/* ---- last days: exact after a restart, written once per inactivity ----- */
+
+/* Feeds a every day 0..ndays-1 and b on days 0..2, persisting after every
+ * day; with restart, also reopens. Returns the first day after whose
+ * persist b's entry is gone (expired), counting "u" writes in *m. */
+static int expiry_day(fx_t *f, int ndays, int restart, mirror_log_t *m) {
+    char err[512] = "";
+    engage_task_close(f->t);
+    f->t = NULL;
+    assert_int_equal(engage_state_destroy_dir(f->path, err, sizeof(err)), ENGAGE_ERR_OK);
+    /* day records are kept 32 days, users 40: b's last day leaves the
+     * records 8 days before b expires */
+    f->conf.retention_margin_days = 1;
+    f->conf.user_retention_days = 40;
+    task_open(f);
+    int day = -1;
+    for (int d = 0; d < ndays && day < 0; d++) {
+        char eid[32];
+        snprintf(eid, sizeof(eid), "a%d", d);
+        feed(f, "a", eid, NOON(d));
+        if (d <= 2) {
+            snprintf(eid, sizeof(eid), "b%d", d);
+            feed(f, "b", eid, NOON(d) + MIN_MS);
+        }
+        engage_state_set_mirror(engage_task_store(f->t), mirror_cb, m);
+        assert_int_equal(engage_task_persist(f->t, err, sizeof(err)), ENGAGE_ERR_OK);
+        engage_state_set_mirror(engage_task_store(f->t), NULL, NULL);
+        if (restart)
+            task_restart(f);
+        void *v = NULL;
+        size_t vl = 0;
+        engage_err_t e =
+            engage_state_get(engage_task_store(f->t), "ub", 2, &v, &vl, err, sizeof(err));
+        free(v);
+        if (e == ENGAGE_ERR_NOT_FOUND)
+            day = d;
+        else
+            assert_int_equal(e, ENGAGE_ERR_OK);
+    }
+    return day;
+}
+
+static void test_last_day_exact_after_restarts(void **state) {
+    fx_t *f = *state;
+    mirror_log_t ref, rs;
+    memset(&ref, 0, sizeof(ref));
+    memset(&rs, 0, sizeof(rs));
+    int d_ref = expiry_day(f, 70, 0, &ref);
+    int d_rs = expiry_day(f, 70, 1, &rs);
+    print_message("expiry day %d / %d, b puts %d last %s\n", d_ref, d_rs, rs.u_puts, rs.last_u);
+    /* b's last day is 2: it expires when day 2 + 40 + 1 = 43 is final,
+     * i.e. after the first event of day 44 */
+    assert_int_equal(d_ref, 44);
+    assert_int_equal(d_rs, d_ref); /* its last day survived every reopen */
+    /* two new users, then b once: when day 2 left the store (a's last day
+     * is always the newest day, never a dropped one) */
+    assert_int_equal(rs.u_puts, 3);
+    assert_string_equal(rs.last_u, "b");
+    assert_int_equal(engage_get_u32(rs.last_val + 4), (uint32_t)(D0 + 2));
+    assert_int_equal(rs.u_deletes, 1);
     finish(f);
 }
 
@@ -1355,6 +1418,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_restart_property, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dict_entries_when_changed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_entries_only_when_needed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_day_exact_after_restarts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
