@@ -174,6 +174,10 @@ void engage_encoder_destroy(engage_encoder_t *enc);
  *  RD_KAFKA_MSG_F_COPY). Output bytes depend only on the record. */
 engage_err_t engage_encode_session(engage_encoder_t *enc, const engage_session_rec_t *r,
                                    const void **buf, size_t *len);
+/** The same bytes as engage_encode_session(), built through avro-c's value
+ *  API: the reference the direct encoder is tested against. */
+engage_err_t engage_encode_session_generic(engage_encoder_t *enc, const engage_session_rec_t *r,
+                                           const void **buf, size_t *len);
 engage_err_t engage_encode_daily(engage_encoder_t *enc, const engage_daily_rec_t *r,
                                  const void **buf, size_t *len);
 engage_err_t engage_encode_partial(engage_encoder_t *enc, const engage_partial_rec_t *r,

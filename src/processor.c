@@ -105,6 +105,12 @@ typedef struct proc {
     double wait_seconds;      /* of which in polls that could block */
     engage_fetchwake_t *wake; /* fetch.wakeup, NULL when off */
     int64_t fetch_wakeups;
+    /* producer topic handles, by name (saves a topic lookup per record) */
+    struct {
+        const char *name;
+        rd_kafka_topic_t *rkt;
+    } rkts[8];
+    int nrkts;
 } proc_t;
 
 static double mono_seconds(void) {
@@ -148,6 +154,29 @@ static int begin_txn(proc_t *p) {
     return 0;
 }
 
+/* The producer's handle of topic, created on first use; NULL on error
+ * (rd_kafka_last_error()). Freed by producer_topics_destroy(). */
+static rd_kafka_topic_t *producer_topic(proc_t *p, const char *topic, int *owned) {
+    *owned = 0;
+    for (int i = 0; i < p->nrkts; i++)
+        if (p->rkts[i].name == topic || strcmp(p->rkts[i].name, topic) == 0)
+            return p->rkts[i].rkt;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->producer, topic, NULL);
+    if (rkt && p->nrkts < (int)(sizeof(p->rkts) / sizeof(p->rkts[0]))) {
+        p->rkts[p->nrkts].name = rd_kafka_topic_name(rkt);
+        p->rkts[p->nrkts++].rkt = rkt;
+    } else if (rkt) {
+        *owned = 1; /* no slot left: the caller destroys it after use */
+    }
+    return rkt;
+}
+
+static void producer_topics_destroy(proc_t *p) {
+    for (int i = 0; i < p->nrkts; i++)
+        rd_kafka_topic_destroy(p->rkts[i].rkt);
+    p->nrkts = 0;
+}
+
 static int produce(proc_t *p, const char *topic, int32_t partition, const void *key,
                    size_t klen, const void *val, size_t vlen, rd_kafka_headers_t *hdrs) {
     if (begin_txn(p)) {
@@ -155,26 +184,36 @@ static int produce(proc_t *p, const char *topic, int32_t partition, const void *
             rd_kafka_headers_destroy(hdrs);
         return -1;
     }
+    int owned;
+    rd_kafka_topic_t *rkt = producer_topic(p, topic, &owned);
+    if (!rkt) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        LOG_ERROR("produce to %s failed: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
     for (;;) {
         /* the RD_KAFKA_V_* macros expand to several arguments: no ?: here */
         rd_kafka_resp_err_t err;
         if (hdrs)
-            err = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+            err = rd_kafka_producev(p->producer, RD_KAFKA_V_RKT(rkt),
                                     RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, klen),
                                     RD_KAFKA_V_VALUE((void *)val, vlen),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                     RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
         else
-            err = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+            err = rd_kafka_producev(p->producer, RD_KAFKA_V_RKT(rkt),
                                     RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, klen),
                                     RD_KAFKA_V_VALUE((void *)val, vlen),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            return 0;
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(p->producer, 50);
             continue;
         }
+        if (owned)
+            rd_kafka_topic_destroy(rkt);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 0;
         if (hdrs)
             rd_kafka_headers_destroy(hdrs);
         LOG_ERROR("produce to %s failed: %s", topic, rd_kafka_err2str(err));
@@ -1072,6 +1111,14 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         }
         LOG_INFO("exactly_once: transactional.id %s", txid);
     }
+    /* dr_cb acts on failed deliveries only: reports of delivered records
+     * would be ~8M callbacks of nothing in the 1M-user replay (each queued
+     * by the broker thread and served by rd_kafka_poll) */
+    if (!has_kafka_key(c, "delivery.report.only.error") &&
+        kset(pc, "delivery.report.only.error", "true", errstr, n)) {
+        rd_kafka_conf_destroy(pc);
+        return -1;
+    }
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
     rd_kafka_conf_set_opaque(pc, p);
     p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, n);
@@ -1615,6 +1662,7 @@ out:
     }
     if (p->producer) {
         rd_kafka_flush(p->producer, 30000);
+        producer_topics_destroy(p);
         rd_kafka_destroy(p->producer);
     }
     if (p->fatal && ret == ENGAGE_ERR_OK) {

@@ -34,7 +34,26 @@ char *engage_day_format(int32_t day, char *buf, size_t size) {
         y = 0;
     if (y > 9999)
         y = 9999;
-    snprintf(buf, size, "%04d-%02u-%02u", (int)y, m, d);
+    /* the bytes of "%04d-%02u-%02u" without snprintf (once per emitted
+     * session), cut to size like snprintf */
+    char t[11];
+    unsigned yy = (unsigned)y;
+    t[0] = (char)('0' + yy / 1000);
+    t[1] = (char)('0' + yy / 100 % 10);
+    t[2] = (char)('0' + yy / 10 % 10);
+    t[3] = (char)('0' + yy % 10);
+    t[4] = '-';
+    t[5] = (char)('0' + m / 10);
+    t[6] = (char)('0' + m % 10);
+    t[7] = '-';
+    t[8] = (char)('0' + d / 10);
+    t[9] = (char)('0' + d % 10);
+    t[10] = 0;
+    if (size) {
+        size_t n = size - 1 < 10 ? size - 1 : 10;
+        memcpy(buf, t, n);
+        buf[n] = 0;
+    }
     return buf;
 }
 

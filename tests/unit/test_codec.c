@@ -734,6 +734,104 @@ static engage_partial_rec_t sample_partial(void) {
     return p;
 }
 
+/* ---- the direct Session encoder against avro-c ------------------------- */
+
+static uint64_t xs64(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_session_encoder_matches_avro(void **state) {
+    (void)state;
+    static const int64_t edges[] = {0, 1, -1, 63, 64, -64, -65, 127, 128, 8191, 8192,
+                                    INT32_MAX, INT32_MIN, (int64_t)INT32_MAX + 1,
+                                    1767225600000LL, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    static const size_t id_lens[] = {0, 1, 63, 64, 65, 127, 128, 300, 8191, 8192, 20000};
+    char *uid = malloc(20001);
+    assert_non_null(uid);
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    for (int confluent = 0; confluent <= 1; confluent++) {
+        engage_encoder_t *e = new_enc(confluent);
+        for (int i = 0; i < 60000; i++) {
+            engage_session_rec_t r;
+            memset(&r, 0, sizeof(r));
+            size_t ne = sizeof(edges) / sizeof(edges[0]);
+            int edge = i < 2000;
+            r.start_ms = edge ? edges[xs64(&seed) % ne] : (int64_t)xs64(&seed);
+            r.end_ms = edge ? edges[xs64(&seed) % ne] : r.start_ms + (int64_t)(xs64(&seed) % 7200000);
+            r.duration_ms = edge ? edges[xs64(&seed) % ne] : r.end_ms - r.start_ms;
+            r.actions = edge ? (int32_t)edges[xs64(&seed) % 13] : (int32_t)(xs64(&seed) % 5000);
+            r.day = (int32_t)(xs64(&seed) % 6000000) - 1000000; /* years < 0 and > 9999 too */
+            size_t ul = edge ? id_lens[xs64(&seed) % (sizeof(id_lens) / sizeof(id_lens[0]))]
+                             : (size_t)(xs64(&seed) % 40);
+            for (size_t j = 0; j < ul; j++)
+                uid[j] = (char)(' ' + xs64(&seed) % 95);
+            r.user_id = ul ? uid : (xs64(&seed) & 1 ? uid : NULL);
+            r.user_id_len = ul;
+            char sid[17];
+            snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)xs64(&seed));
+            r.session_id = sid;
+            const void *b1, *b2;
+            size_t n1, n2;
+            assert_int_equal(engage_encode_session(e, &r, &b1, &n1), ENGAGE_ERR_OK);
+            unsigned char *copy = malloc(n1);
+            assert_non_null(copy);
+            memcpy(copy, b1, n1);
+            assert_int_equal(engage_encode_session_generic(e, &r, &b2, &n2), ENGAGE_ERR_OK);
+            if (n1 != n2 || memcmp(copy, b2, n1) != 0)
+                fail_msg("record %d (confluent %d): direct %zu bytes, avro-c %zu bytes differ", i,
+                         confluent, n1, n2);
+            free(copy);
+        }
+        engage_session_rec_t bad = sample_session();
+        const void *b;
+        size_t n;
+        bad.session_id = NULL;
+        assert_int_equal(engage_encode_session(e, &bad, &b, &n), ENGAGE_ERR_INVALID_ARG);
+        bad = sample_session();
+        bad.user_id = NULL;
+        bad.user_id_len = 3;
+        assert_int_equal(engage_encode_session(e, &bad, &b, &n), ENGAGE_ERR_INVALID_ARG);
+        engage_encoder_destroy(e);
+    }
+    free(uid);
+}
+
+static void test_day_format_matches_snprintf(void **state) {
+    (void)state;
+    /* years -100 to 10100 (clamped to 0000 and 9999) */
+    int32_t lo, hi;
+    assert_int_equal(engage_day_parse("0001-01-01", &lo), 0);
+    assert_int_equal(engage_day_parse("9999-12-31", &hi), 0);
+    /* every day of 1900..2200, and every 37th beyond */
+    for (int32_t day = -756000; day <= 2970000; day += (day >= -25567 && day <= 84000) ? 1 : 37) {
+        char a[16], want[16];
+        engage_day_format(day, a, sizeof(a));
+        int32_t back;
+        if (day >= lo && day <= hi) { /* not clamped: round-trips */
+            assert_int_equal(engage_day_parse(a, &back), 0);
+            assert_int_equal(back, day);
+        }
+        /* the reference format, from the parsed fields */
+        int y;
+        unsigned m, d;
+        assert_int_equal(sscanf(a, "%4d-%2u-%2u", &y, &m, &d), 3);
+        snprintf(want, sizeof(want), "%04d-%02u-%02u", y, m, d);
+        assert_string_equal(a, want);
+        if (day % 1000 == 0) { /* shorter buffers are cut like snprintf */
+            for (size_t sz = 1; sz <= 11; sz++) {
+                char c[16];
+                memset(c, 'x', sizeof(c));
+                engage_day_format(day, c, sz);
+                assert_int_equal(strlen(c), sz - 1);
+                assert_memory_equal(c, a, sz - 1);
+            }
+        }
+    }
+}
+
 static void test_encoder_determinism(void **state) {
     (void)state;
     for (int confluent = 0; confluent <= 1; confluent++) {
@@ -1482,6 +1580,8 @@ int main(void) {
         cmocka_unit_test(test_to_json_action_and_bad_utf8),
         cmocka_unit_test(test_session_and_daily_decode),
         cmocka_unit_test(test_session_metrics_roundtrip),
+        cmocka_unit_test(test_session_encoder_matches_avro),
+        cmocka_unit_test(test_day_format_matches_snprintf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
