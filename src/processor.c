@@ -1212,7 +1212,11 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         kset(cc, "enable.auto.offset.store", "false", errstr, n) ||
         kset(cc, "auto.offset.reset", "earliest", errstr, n) ||
         kset(cc, "isolation.level", "read_committed", errstr, n) ||
-        kset(cc, "enable.partition.eof", "true", errstr, n)) {
+        kset(cc, "enable.partition.eof", "true", errstr, n) ||
+        /* ~330 bytes a queued message: 50,000 (librdkafka: 100,000) keep
+         * ~16 MB, enough with fetch.wakeup (fetchwake.h) */
+        (!has_kafka_key(c, "queued.min.messages") &&
+         kset(cc, "queued.min.messages", "50000", errstr, n))) {
         rd_kafka_conf_destroy(cc);
         return -1;
     }
