@@ -1505,6 +1505,8 @@ static int caught_up(proc_t *p) {
         engage_task_t *t = p->tasks[i].task;
         if (!t || engage_task_finished(t))
             continue;
+        if (p->tasks[i].end_offset >= 0 && engage_task_next_offset(t) >= p->tasks[i].end_offset)
+            continue; /* bounded run: at its end, whatever came after */
         int64_t lo = -1, hi = -1;
         if (rd_kafka_get_watermark_offsets(p->consumer, p->conf->topic_input, i, &lo, &hi) ||
             hi < 0)
