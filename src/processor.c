@@ -48,7 +48,7 @@ typedef struct ptask {
     int64_t end_offset; /* bounded runs: stop here */
     int64_t group_end;  /* bounded runs: end offset read at start, for the group check */
     int paused;
-    double idle_since;  /* live runs: monotonic time the partition reached its end, 0 = busy */
+    double idle_since;  /* monotonic time the partition reached its end (EOF), 0 = busy */
 } ptask_t;
 
 struct proc;
@@ -1496,10 +1496,12 @@ static int group_done(proc_t *p) {
  * partition is paused/resumed while it runs, which librdkafka itself does on
  * every cooperative rebalance (assignment pause, "incremental rebalance").
  * One message at a time through rd_kafka_consumer_poll() is not affected. */
-/* True when no owned input partition is known to have records beyond its
- * task's position: the high watermark librdkafka last saw in a fetch
- * response (no request is sent). A short batch alone is not enough: with a
- * small consumer queue the fetcher can be briefly behind. */
+/* True when every owned, unfinished input partition has reached its end
+ * since its last record: librdkafka's PARTITION_EOF (at the last stable
+ * offset under read_committed, so an open or committed transaction on the
+ * input does not count as "more to read") sets idle_since, a record clears
+ * it. A short batch alone is not enough: with a small consumer queue the
+ * fetcher can be briefly behind. */
 static int caught_up(proc_t *p) {
     for (int32_t i = 0; i < p->nparts; i++) {
         engage_task_t *t = p->tasks[i].task;
@@ -1507,11 +1509,7 @@ static int caught_up(proc_t *p) {
             continue;
         if (p->tasks[i].end_offset >= 0 && engage_task_next_offset(t) >= p->tasks[i].end_offset)
             continue; /* bounded run: at its end, whatever came after */
-        int64_t lo = -1, hi = -1;
-        if (rd_kafka_get_watermark_offsets(p->consumer, p->conf->topic_input, i, &lo, &hi) ||
-            hi < 0)
-            continue; /* not fetched yet: nothing known to be waiting */
-        if (engage_task_next_offset(t) < hi)
+        if (p->tasks[i].idle_since == 0)
             return 0;
     }
     return 1;
