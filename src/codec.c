@@ -1934,25 +1934,6 @@ static engage_err_t finish(engage_encoder_t *enc, out_kind_t *k, const void **bu
     return ENGAGE_ERR_OK;
 }
 
-/* Avro binary: zig-zag varint of v at p; returns the bytes written (<= 10). */
-static size_t put_zigzag(unsigned char *p, int64_t v) {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    size_t n = 0;
-    while (z >= 0x80) {
-        p[n++] = (unsigned char)(z | 0x80);
-        z >>= 7;
-    }
-    p[n++] = (unsigned char)z;
-    return n;
-}
-
-static size_t put_avro_string(unsigned char *p, const char *s, size_t n) {
-    size_t h = put_zigzag(p, (int64_t)n);
-    if (n)
-        memcpy(p + h, s, n);
-    return h + n;
-}
-
 /* The Session record written directly (one per closed session: the most
  * frequent output): the bytes avro-c writes for the compiled-in
  * schemas/session.avsc, field by field (strings: length + bytes; long and
@@ -1972,22 +1953,21 @@ engage_err_t engage_encode_session(engage_encoder_t *enc, const engage_session_r
     b->len = 0;
     if (engage_buf_reserve(b, need))
         return ENGAGE_ERR_NOMEM;
-    unsigned char *p = (unsigned char *)b->p;
-    size_t n = hdr;
+    unsigned char *p0 = (unsigned char *)b->p, *p = p0 + hdr;
     if (enc->confluent) {
-        p[0] = 0;
-        put_be32(p + 1, enc->k[K_SESSION].id);
+        p0[0] = 0;
+        put_be32(p0 + 1, enc->k[K_SESSION].id);
     }
-    n += put_avro_string(p + n, r->session_id, sid_len);
-    n += put_avro_string(p + n, r->user_id, r->user_id_len);
-    n += put_zigzag(p + n, r->start_ms);
-    n += put_zigzag(p + n, r->end_ms);
-    n += put_zigzag(p + n, r->duration_ms);
-    n += put_zigzag(p + n, (int32_t)r->actions);
-    n += put_avro_string(p + n, date, date_len);
-    b->len = n;
+    p = engage_avro_put_string(p, r->session_id, sid_len);
+    p = engage_avro_put_string(p, r->user_id, r->user_id_len);
+    p = engage_avro_put_long(p, r->start_ms);
+    p = engage_avro_put_long(p, r->end_ms);
+    p = engage_avro_put_long(p, r->duration_ms);
+    p = engage_avro_put_long(p, (int32_t)r->actions);
+    p = engage_avro_put_string(p, date, date_len);
+    b->len = (size_t)(p - p0);
     *buf = b->p;
-    *len = n;
+    *len = b->len;
     return ENGAGE_ERR_OK;
 }
 

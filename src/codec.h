@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "err.h"
 
@@ -239,5 +240,26 @@ engage_err_t engage_decode_session_metrics(engage_encoder_t *enc, const void *bu
 engage_err_t engage_codec_to_json(engage_decoder_t *dec, engage_encoder_t *enc,
                                   engage_kind_t kind, const void *buf, size_t len,
                                   char **json, char *errstr, size_t errstr_size);
+
+/** Avro binary writers for hand-built records (the Session encoder, the
+ *  generator's payloads): a long or int as a zig-zag varint (at most 10
+ *  bytes), a string as its length then its bytes. Write at p, which must
+ *  have room; return the byte after what was written. */
+static inline unsigned char *engage_avro_put_long(unsigned char *p, int64_t v) {
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    while (z > 0x7f) {
+        *p++ = (unsigned char)((z & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    *p++ = (unsigned char)z;
+    return p;
+}
+
+static inline unsigned char *engage_avro_put_string(unsigned char *p, const char *s, size_t n) {
+    p = engage_avro_put_long(p, (int64_t)n);
+    if (n)
+        memcpy(p, s, n);
+    return p + n;
+}
 
 #endif

@@ -46,6 +46,7 @@
 
 #include <xxhash.h>
 
+#include "codec.h"
 #include "commands.h"
 #include "timeutil.h"
 
@@ -421,28 +422,11 @@ static char *put_b64(char *p, const unsigned char *d, size_t n) {
     return p;
 }
 
-/* Avro binary: zigzag varint longs, length-prefixed strings. */
-static unsigned char *avro_long(unsigned char *p, int64_t v) {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    while (z > 0x7f) {
-        *p++ = (unsigned char)((z & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    *p++ = (unsigned char)z;
-    return p;
-}
-
-static unsigned char *avro_str(unsigned char *p, const char *s, size_t n) {
-    p = avro_long(p, (int64_t)n);
-    memcpy(p, s, n);
-    return p + n;
-}
-
 static unsigned char *avro_opt_str(unsigned char *p, const char *s) {
     if (!s)
-        return avro_long(p, 0);
-    p = avro_long(p, 1);
-    return avro_str(p, s, strlen(s));
+        return engage_avro_put_long(p, 0);
+    p = engage_avro_put_long(p, 1);
+    return engage_avro_put_string(p, s, strlen(s));
 }
 
 static uint32_t partition_of(const gen_t *g, const char *uid, size_t n) {
@@ -485,10 +469,10 @@ static uint32_t emit(gen_t *g, const gen_rec_t *r) {
             val[3] = (unsigned char)(id >> 8);
             val[4] = (unsigned char)id;
             unsigned char *q = val + 5;
-            q = avro_str(q, eid, eidn);
-            q = avro_str(q, uid, uidn);
-            q = avro_long(q, r->ts);
-            q = avro_str(q, actions[r->action], strlen(actions[r->action]));
+            q = engage_avro_put_string(q, eid, eidn);
+            q = engage_avro_put_string(q, uid, uidn);
+            q = engage_avro_put_long(q, r->ts);
+            q = engage_avro_put_string(q, actions[r->action], strlen(actions[r->action]));
             q = avro_opt_str(q, platform);
             q = avro_opt_str(q, version);
             vn = (size_t)(q - val);
