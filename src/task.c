@@ -293,22 +293,34 @@ typedef struct day_users_ctx {
     int32_t day;
 } day_users_ctx_t;
 
+/* Ordinal o belongs to a user in the dictionary (a day record may still
+ * hold an ordinal freed by expiry). */
+static int mapped(engage_task_t *t, uint32_t o) {
+    size_t len;
+    return o < t->last_day_cap && engage_dict_name(t->dict, o, &len) != NULL;
+}
+
 static bool mark_if_last_day(uint32_t o, void *opaque) {
     day_users_ctx_t *c = opaque;
-    engage_task_t *t = c->t;
-    size_t len;
-    if (o < t->last_day_cap && t->last_day[o] == c->day && engage_dict_name(t->dict, o, &len))
-        roaring_bitmap_add(t->dirty_users, o);
+    if (mapped(c->t, o) && c->t->last_day[o] == c->day)
+        roaring_bitmap_add(c->t->dirty_users, o);
     return true;
 }
 
 static bool raise_last_day(uint32_t o, void *opaque) {
     day_users_ctx_t *c = opaque;
-    engage_task_t *t = c->t;
-    size_t len;
-    if (o < t->last_day_cap && t->last_day[o] < c->day && engage_dict_name(t->dict, o, &len))
-        t->last_day[o] = c->day;
+    if (mapped(c->t, o) && c->t->last_day[o] < c->day)
+        c->t->last_day[o] = c->day;
     return true;
+}
+
+/* Calls fn for every user active on each held day of [from, to). */
+static void iterate_day_users(engage_task_t *t, int32_t from, int32_t to,
+                              bool (*fn)(uint32_t, void *)) {
+    for (int32_t d = from; d < to; d++) {
+        day_users_ctx_t c = {t, d};
+        engage_daystore_iterate_active(t->days, d, fn, &c);
+    }
 }
 
 static int load_sess_cb(void *opaque, const void *k, size_t kl, const void *v, size_t vl) {
@@ -426,10 +438,7 @@ engage_task_t *engage_task_open(int32_t partition, const char *state_path,
     {
         int32_t lo, hi;
         if (engage_daystore_range(t->days, &lo, &hi))
-            for (int32_t d = lo; d <= hi; d++) {
-                day_users_ctx_t c = {t, d};
-                engage_daystore_iterate_active(t->days, d, raise_last_day, &c);
-            }
+            iterate_day_users(t, lo, hi + 1, raise_last_day);
     }
     {
         const uint32_t *u;
@@ -677,10 +686,7 @@ engage_err_t engage_task_stage(engage_task_t *t, char *errstr, size_t errstr_siz
     int32_t lo, hi;
     int have_days = engage_daystore_range(t->days, &lo, &hi);
     if (cutoff != INT32_MIN && have_days)
-        for (int32_t d = lo; d < cutoff && d <= hi; d++) {
-            day_users_ctx_t c = {t, d};
-            engage_daystore_iterate_active(t->days, d, mark_if_last_day, &c);
-        }
+        iterate_day_users(t, lo, cutoff <= hi ? cutoff : hi + 1, mark_if_last_day);
     /* dictionary: removed users' keys first, then the entries that changed
      * (a removed id that came back is put again after its delete) */
     for (size_t off = 0; off < t->expired.len;) {
