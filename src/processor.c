@@ -114,7 +114,8 @@ typedef struct proc {
 } proc_t;
 
 static double mono_seconds(void) {
-    /* for log lines about restore speed only; never used by processing */
+    /* for timeouts, the idle policy and the log's accounting; never used
+     * by processing (event time only) */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -705,7 +706,6 @@ static int64_t end_offset(proc_t *p, const char *topic, int32_t part) {
     }
     return hi;
 }
-
 
 /* exactly_once: is the local store current? It is when its stored next
  * offset equals the offset the group committed in the last transaction. If
@@ -1427,10 +1427,11 @@ static int bounded_progress(proc_t *p) {
  * this member read at start by a task that had finished (DONE_MARK: a live
  * run's commits at the end do not count, its last days are still open), and
  * the aggregator, done, has committed a position at or past the end of the
- * partials topic (read after the input check, so every partial is in it). A member whose own partitions are done keeps its
- * place in the group until then: partitions still held by a member that
- * died are reassigned to it when the group evicts that member, instead of
- * being left unprocessed by a run that reports success. Checked at most
+ * partials topic (read after the input check, so every partial is in it). A
+ * member whose own partitions are done keeps its place in the group until
+ * then: partitions still held by a member that died are reassigned to it
+ * when the group evicts that member, instead of being left unprocessed by a
+ * run that reports success. Checked at most
  * every 500 ms; a failed or timed-out lookup means "not yet". */
 static int group_done(proc_t *p) {
     double now = mono_seconds();
@@ -1492,10 +1493,6 @@ static int group_done(proc_t *p) {
     return done;
 }
 
-/* rd_kafka_consume_batch_queue() of librdkafka < 2.1.0 skips messages when a
- * partition is paused/resumed while it runs, which librdkafka itself does on
- * every cooperative rebalance (assignment pause, "incremental rebalance").
- * One message at a time through rd_kafka_consumer_poll() is not affected. */
 /* True when every owned, unfinished input partition has reached its end
  * since its last record: librdkafka's PARTITION_EOF (at the last stable
  * offset under read_committed, so an open or committed transaction on the
@@ -1515,6 +1512,10 @@ static int caught_up(proc_t *p) {
     return 1;
 }
 
+/* rd_kafka_consume_batch_queue() of librdkafka < 2.1.0 skips messages when a
+ * partition is paused/resumed while it runs, which librdkafka itself does on
+ * every cooperative rebalance (assignment pause, "incremental rebalance").
+ * One message at a time through rd_kafka_consumer_poll() is not affected. */
 static ssize_t consume_batch(proc_t *p, int timeout_ms, rd_kafka_message_t **msgs, size_t max) {
     size_t n = 0;
     double deadline = mono_seconds() + timeout_ms / 1000.0;
@@ -1611,7 +1612,7 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
             break;
         /* Checkpoints wait for the broker, so take them every
          * checkpoint.records records, and whenever the consumer is caught up
-         * (a short batch, and every task at its partition's high watermark)
+         * (a short batch, and every owned partition at its end: caught_up())
          * or this member's work is done. */
         if (since_checkpoint >= conf->checkpoint_records ||
             ((size_t)n < batch && caught_up(p)) || own_done) {
@@ -1685,7 +1686,6 @@ out:
                  " fetch wake-ups",
                  p->checkpoints, p->checkpoint_seconds, p->poll_seconds, p->wait_seconds,
                  p->fetch_wakeups);
-
         if (p->restored_records)
             LOG_INFO("restored %" PRId64 " changelog records in %.3f s", p->restored_records,
                      p->restore_seconds);
