@@ -111,7 +111,16 @@ typedef struct proc {
         rd_kafka_topic_t *rkt;
     } rkts[8];
     int nrkts;
+    int producer_resets;        /* in a row, without a commit in between */
+    int64_t producer_resets_total;
 } proc_t;
+
+/* A producer that failed fatally is replaced at most this many times in a
+ * row without a successful commit in between (producer_reset()). */
+#define MAX_PRODUCER_RESETS 3
+
+static int producer_open(proc_t *p, int announce, char *errstr, size_t n);
+static void on_assign(proc_t *p, rd_kafka_topic_partition_list_t *parts);
 
 static double mono_seconds(void) {
     /* for timeouts, the idle policy and the log's accounting; never used
@@ -370,58 +379,138 @@ static void maybe_crash(const char *point) {
     raise(SIGKILL);
 }
 
-/* After an aborted transaction: every owned task and the aggregator go back
- * to their last committed state (the local store is only written after a
- * commit) and the consumer is repositioned to match. */
-static void rewind_all(proc_t *p) {
-    char errstr[512];
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(p->nparts + 1);
-    for (int32_t i = 0; i < p->nparts; i++) {
-        ptask_t *pt = &p->tasks[i];
-        if (!pt->task)
-            continue;
-        engage_task_close(pt->task);
-        pt->task = open_task(p, i, errstr, sizeof(errstr));
-        if (!pt->task) {
-            set_fatal(p, "reopening task after abort: %s", errstr);
-            break;
-        }
-        int64_t next = engage_task_next_offset(pt->task);
-        rd_kafka_topic_partition_list_add(l, p->conf->topic_input, i)->offset =
-            next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
-        if (pt->paused && !engage_task_finished(pt->task)) {
-            rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(r, p->conf->topic_input, i);
-            rd_kafka_resume_partitions(p->consumer, r);
-            rd_kafka_topic_partition_list_destroy(r);
-            pt->paused = 0;
-        }
-    }
-    if (p->agg && !p->fatal) {
-        engage_aggregator_close(p->agg);
-        p->agg = open_agg(p, errstr, sizeof(errstr));
-        if (!p->agg)
-            set_fatal(p, "reopening aggregator after abort: %s", errstr);
-        else
-            rd_kafka_topic_partition_list_add(l, p->conf->topic_partials, 0)->offset =
-                engage_aggregator_next_offset(p->agg) >= 0 ? engage_aggregator_next_offset(p->agg)
-                                                           : RD_KAFKA_OFFSET_BEGINNING;
-    }
-    if (l->cnt > 0 && !p->fatal) {
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 30000);
-        if (e) {
-            set_fatal(p, "seek after abort: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    p->delivery_failed = 0;
-    rd_kafka_poll(p->producer, 0); /* serve the purged records' reports */
+/* After an aborted transaction: serves the purged records' reports and
+ * says how many were dropped. */
+static void drop_aborted_output(proc_t *p) {
+    rd_kafka_poll(p->producer, 0);
     if (p->purged)
         LOG_WARN("the aborted transaction's %" PRId64 " queued output records were dropped "
                  "(they are produced again from the committed state)",
                  p->purged);
     p->purged = 0;
+    p->delivery_failed = 0;
+}
+
+/* After an aborted or abandoned transaction: every owned task and the
+ * aggregator are reopened as on a new assignment (on_assign()): from the
+ * local store when it is at the group's committed offset (the local store is
+ * only written after a commit), else from the changelog (a commit that
+ * succeeded although the failed producer could not report it). The consumer
+ * is repositioned to match; bounded runs keep their end offsets. */
+static void rewind_all(proc_t *p) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(p->nparts + 1);
+    ptask_t *was = calloc((size_t)p->nparts, sizeof(*was));
+    if (!was) {
+        set_fatal(p, "%s", "out of memory");
+        rd_kafka_topic_partition_list_destroy(l);
+        return;
+    }
+    for (int32_t i = 0; i < p->nparts; i++) {
+        ptask_t *pt = &p->tasks[i];
+        if (!pt->task)
+            continue;
+        was[i] = *pt;
+        engage_task_close(pt->task);
+        pt->task = NULL;
+        rd_kafka_topic_partition_list_add(l, p->conf->topic_input, i);
+    }
+    if (p->agg) {
+        engage_aggregator_close(p->agg);
+        p->agg = NULL;
+        rd_kafka_topic_partition_list_add(l, p->conf->topic_partials, 0);
+    }
+    if (l->cnt > 0 && !p->fatal && !p->closing) {
+        on_assign(p, l);
+        for (int i = 0; i < l->cnt && !p->fatal; i++) {
+            rd_kafka_topic_partition_t *tp = &l->elems[i];
+            if (strcmp(tp->topic, p->conf->topic_input) != 0)
+                continue;
+            ptask_t *pt = &p->tasks[tp->partition];
+            pt->end_offset = was[tp->partition].end_offset;
+            if (was[tp->partition].paused) {
+                if (pt->task && engage_task_finished(pt->task)) {
+                    pt->paused = 1; /* stays paused in the consumer */
+                } else {
+                    rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_new(1);
+                    rd_kafka_topic_partition_list_add(r, tp->topic, tp->partition);
+                    rd_kafka_resume_partitions(p->consumer, r);
+                    rd_kafka_topic_partition_list_destroy(r);
+                }
+            }
+        }
+        if (!p->fatal) {
+            rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 30000);
+            if (e) {
+                set_fatal(p, "seek after abort: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        }
+    }
+    free(was);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* The producer can no longer be used: a fatal error, such as being fenced
+ * after the coordinator timed its transaction out (a broker outage or a
+ * stall longer than transaction.timeout.ms), or an invalid transaction state
+ * after a rebalance. As Kafka Streams does on a TaskMigrated error: drop it
+ * with its open transaction, start a new producer with the same
+ * transactional.id (its init_transactions bumps the epoch and completes what
+ * was open) and, with rewind, reopen every owned task at its committed
+ * state. This is safe because commits are checked against the group
+ * generation (KIP-447) and local state only ever holds committed state.
+ * Gives up after MAX_PRODUCER_RESETS resets without a commit in between
+ * (another live instance with the same transactional.id would otherwise
+ * fence this one in a loop). Returns 0, or -1 (fatal set). */
+static int producer_reset(proc_t *p, const char *why, int rewind) {
+    char errstr[512];
+    if (++p->producer_resets > MAX_PRODUCER_RESETS) {
+        set_fatal(p, "producer failed again without a commit in between, exiting: %s", why);
+        return -1;
+    }
+    LOG_WARN("producer failed (%s): starting a new producer, the open transaction is "
+             "abandoned and re-processed from the last committed state",
+             why);
+    rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    drop_aborted_output(p);
+    producer_topics_destroy(p);
+    rd_kafka_destroy(p->producer);
+    p->producer = NULL;
+    p->in_txn = 0;
+    p->producer_resets_total++;
+    if (producer_open(p, 0, errstr, sizeof(errstr))) {
+        set_fatal(p, "starting a new producer: %s", errstr);
+        return -1;
+    }
+    if (rewind)
+        rewind_all(p);
+    return p->fatal ? -1 : 0;
+}
+
+/* Aborts the open transaction, retrying retriable errors; when the abort
+ * fails otherwise, replaces the producer (producer_reset()). With rewind,
+ * every owned task then goes back to its committed state (rewind_all());
+ * without (the assignment is being dropped), the caller closes them.
+ * Returns 0, or -1 (fatal set). */
+static int abort_txn(proc_t *p, int rewind) {
+    char m[512] = "abort_transaction kept failing";
+    for (int t = 0; t < 10; t++) {
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
+        if (!ae) {
+            p->in_txn = 0;
+            drop_aborted_output(p);
+            if (rewind)
+                rewind_all(p);
+            return p->fatal ? -1 : 0;
+        }
+        int retry = rd_kafka_error_is_retriable(ae) && !rd_kafka_error_is_fatal(ae);
+        snprintf(m, sizeof(m), "abort_transaction: %s", rd_kafka_error_string(ae));
+        rd_kafka_error_destroy(ae);
+        LOG_WARN("%s%s", m, retry ? " (retriable)" : "");
+        if (!retry)
+            break;
+    }
+    return producer_reset(p, m, rewind);
 }
 
 /* Handles a failed transactional call. Returns 1 to retry the call, 0 when
@@ -436,29 +525,18 @@ static int txn_failed(proc_t *p, const char *what, rd_kafka_error_t *e, int *tri
     }
     if (rd_kafka_error_txn_requires_abort(e)) {
         rd_kafka_error_destroy(e);
-        for (int t = 0; t < 10; t++) {
-            rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
-            if (!ae)
-                break;
-            int retry = rd_kafka_error_is_retriable(ae) && !rd_kafka_error_is_fatal(ae);
-            char m[512];
-            snprintf(m, sizeof(m), "%s", rd_kafka_error_string(ae));
-            rd_kafka_error_destroy(ae);
-            if (!retry) {
-                set_fatal(p, "abort_transaction: %s", m);
-                return -1;
-            }
-        }
-        p->in_txn = 0;
-        rewind_all(p);
+        if (abort_txn(p, 1))
+            return -1;
         LOG_WARN("transaction aborted; re-processing from the last committed state");
-        return p->fatal ? -1 : 0;
+        return 0;
     }
-    /* fatal (fencing included) or unclassified: never commit after this */
     char m[600];
     snprintf(m, sizeof(m), "%s: %s", what, rd_kafka_error_string(e));
+    int fatal = rd_kafka_error_is_fatal(e);
     rd_kafka_error_destroy(e);
-    set_fatal(p, "transaction failed, exiting: %s", m);
+    if (fatal) /* fencing included: this producer never commits again */
+        return producer_reset(p, m, 1) ? -1 : 0;
+    set_fatal(p, "transaction failed, exiting: %s", m); /* retries exhausted, or unclassified */
     return -1;
 }
 
@@ -537,17 +615,8 @@ static int checkpoint_eos(proc_t *p) {
     int rc = 0, tries = 0;
     if (staged_fail == 2) {
         /* a changelog record could not be queued: abort, never commit */
-        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
-        if (ae) {
-            set_fatal(p, "abort_transaction: %s", rd_kafka_error_string(ae));
-            rd_kafka_error_destroy(ae);
-            rc = -1;
-        } else {
-            p->in_txn = 0;
-            rewind_all(p);
-        }
         rd_kafka_topic_partition_list_destroy(offs);
-        return p->fatal ? -1 : rc;
+        return abort_txn(p, 1);
     }
     maybe_crash("before_send_offsets");
     /* Zombie guard: if the member's assignment was lost, or the group moved
@@ -572,15 +641,7 @@ static int checkpoint_eos(proc_t *p) {
     if (stale) {
         LOG_WARN("group generation changed during the transaction: aborting it");
         rd_kafka_topic_partition_list_destroy(offs);
-        rd_kafka_error_t *ae = rd_kafka_abort_transaction(p->producer, 60000);
-        if (ae) {
-            set_fatal(p, "abort_transaction: %s", rd_kafka_error_string(ae));
-            rd_kafka_error_destroy(ae);
-            return -1;
-        }
-        p->in_txn = 0;
-        rewind_all(p);
-        return p->fatal ? -1 : 0;
+        return abort_txn(p, 1);
     }
     if (offs->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
@@ -606,6 +667,7 @@ static int checkpoint_eos(proc_t *p) {
         rd_kafka_error_t *e = rd_kafka_commit_transaction(p->producer, -1);
         if (!e) {
             p->in_txn = 0;
+            p->producer_resets = 0;
             break;
         }
         int r = txn_failed(p, "commit_transaction", e, &tries);
@@ -854,14 +916,7 @@ static void on_revoke(proc_t *p, rd_kafka_topic_partition_list_t *parts, int los
             if (p->in_txn) {
                 LOG_WARN("assignment lost (session timed out or fenced): aborting the open "
                          "transaction");
-                rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 60000);
-                if (e) {
-                    set_fatal(p, "abort on lost assignment: %s", rd_kafka_error_string(e));
-                    rd_kafka_error_destroy(e);
-                } else {
-                    p->in_txn = 0;
-                    rewind_all(p);
-                }
+                abort_txn(p, 0); /* the tasks are closed below */
             }
         } else {
             /* finish the open transaction before giving partitions up */
@@ -1069,24 +1124,12 @@ static void derive_transactional_id(const engage_conf_t *c, char *buf, size_t n)
              (uint64_t)XXH64(dir, strlen(dir), 0));
 }
 
-static int setup(proc_t *p, char *errstr, size_t n) {
+/* Creates p->producer (idempotent; transactional under exactly_once, its
+ * transactions initialized) from the configuration; announce logs the
+ * transactional.id. Returns 0, or -1 with errstr set (p->producer may then
+ * be set and is destroyed by the caller's cleanup). */
+static int producer_open(proc_t *p, int announce, char *errstr, size_t n) {
     const engage_conf_t *c = p->conf;
-    int confluent_in = strcmp(c->input_format, "confluent") == 0;
-    int confluent_out = strcmp(c->output_format, "confluent") == 0;
-    if (mkdir_p(c->state_dir)) {
-        snprintf(errstr, n, "cannot create state.dir %s: %s", c->state_dir, strerror(errno));
-        return -1;
-    }
-    p->dec = engage_decoder_new(confluent_in, c->input_schemas, c->input_plain_schema, errstr, n);
-    if (!p->dec)
-        return -1;
-    p->enc = engage_encoder_new(confluent_out, (int32_t)c->output_schema_id_session,
-                                (int32_t)c->output_schema_id_daily,
-                                (int32_t)c->output_schema_id_partial, errstr, n);
-    if (!p->enc)
-        return -1;
-
-    /* producer */
     rd_kafka_conf_t *pc = engage_conf_kafka(c, errstr, n);
     if (!pc)
         return -1;
@@ -1099,7 +1142,6 @@ static int setup(proc_t *p, char *errstr, size_t n) {
         rd_kafka_conf_destroy(pc);
         return -1;
     }
-    p->eos = strcmp(c->processing_guarantee, "exactly_once") == 0;
     if (p->eos) {
         char txid[512];
         derive_transactional_id(c, txid, sizeof(txid));
@@ -1109,7 +1151,8 @@ static int setup(proc_t *p, char *errstr, size_t n) {
             rd_kafka_conf_destroy(pc);
             return -1;
         }
-        LOG_INFO("exactly_once: transactional.id %s", txid);
+        if (announce)
+            LOG_INFO("exactly_once: transactional.id %s", txid);
     }
     /* dr_cb acts on failed deliveries only: reports of delivered records
      * would be ~8M callbacks of nothing in the 1M-user replay (each queued
@@ -1136,6 +1179,29 @@ static int setup(proc_t *p, char *errstr, size_t n) {
             return -1;
         }
     }
+    return 0;
+}
+
+static int setup(proc_t *p, char *errstr, size_t n) {
+    const engage_conf_t *c = p->conf;
+    int confluent_in = strcmp(c->input_format, "confluent") == 0;
+    int confluent_out = strcmp(c->output_format, "confluent") == 0;
+    if (mkdir_p(c->state_dir)) {
+        snprintf(errstr, n, "cannot create state.dir %s: %s", c->state_dir, strerror(errno));
+        return -1;
+    }
+    p->dec = engage_decoder_new(confluent_in, c->input_schemas, c->input_plain_schema, errstr, n);
+    if (!p->dec)
+        return -1;
+    p->enc = engage_encoder_new(confluent_out, (int32_t)c->output_schema_id_session,
+                                (int32_t)c->output_schema_id_daily,
+                                (int32_t)c->output_schema_id_partial, errstr, n);
+    if (!p->enc)
+        return -1;
+
+    p->eos = strcmp(c->processing_guarantee, "exactly_once") == 0;
+    if (producer_open(p, 1, errstr, n))
+        return -1;
 
     /* topics */
     p->nparts = topic_partitions(p, c->topic_input, errstr, n);
@@ -1541,6 +1607,38 @@ static ssize_t consume_batch(proc_t *p, int timeout_ms, rd_kafka_message_t **msg
     return (ssize_t)n;
 }
 
+/* Leaves the group and destroys the consumer, serving the revoke callback
+ * meanwhile, but waits at most limit_s seconds: rd_kafka_consumer_close()
+ * can wait forever for a coordinator that does not answer (a broker
+ * outage), and a process that neither works nor exits is worse than one
+ * that exits. Giving up is safe: the group notices the departure after
+ * session.timeout.ms and nothing uncommitted is ever kept. */
+static void consumer_close(proc_t *p, double limit_s) {
+    int closed = 0;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(p->consumer);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(p->consumer, q);
+    if (e) {
+        LOG_WARN("leaving the group: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        double end = mono_seconds() + limit_s;
+        while (!(closed = rd_kafka_consumer_closed(p->consumer)) && mono_seconds() < end) {
+            /* events, not callbacks: the queue also gets fetched messages,
+             * which only the event API may drop */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                rebalance_cb(p->consumer, rd_kafka_event_error(ev),
+                             rd_kafka_event_topic_partition_list(ev), p);
+            rd_kafka_event_destroy(ev);
+        }
+        if (!closed)
+            LOG_WARN("leaving the group took more than %.0f s: closing without it", limit_s);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy_flags(p->consumer, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    p->consumer = NULL;
+}
+
 engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic_t *stop,
                                   char *errstr, size_t errstr_size) {
     proc_t P;
@@ -1658,8 +1756,7 @@ out:
         engage_fetchwake_stop(p->wake);
         p->wake = NULL;
         rd_kafka_queue_destroy(p->cq);
-        rd_kafka_consumer_close(p->consumer);
-        rd_kafka_destroy(p->consumer);
+        consumer_close(p, p->fatal ? 30 : 120);
     }
     if (p->progress) {
         rd_kafka_consumer_close(p->progress);

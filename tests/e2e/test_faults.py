@@ -663,16 +663,26 @@ def test_scale_1_3_2_1(pipeline, engage_bin, tmp_path):
 
 # What a member that was paused past its session timeout may log when it
 # wakes up (librdkafka's own lines start with "%N|"): its session timed out /
-# it is no longer a member, its transaction was aborted, or it was fenced.
+# it is no longer a member, its transaction was aborted, or it was fenced and
+# replaced its producer.
 ZOMBIE_SIGNS = re.compile(
     r"^(?:%\d\|\S+\|SESSTMOUT\|.*|.*session timed out.*|.*WARN engage: transaction aborted.*|"
-    r".*ERROR engage: transaction failed, exiting.*|.*fenced by a newer instance.*|"
+    r".*WARN engage: producer failed .*|.*fenced by a newer instance.*|"
     r".*(?:ILLEGAL_GENERATION|UNKNOWN_MEMBER_ID|generation id is not valid|Unknown member).*)$",
     re.M)
 
 
 @pytest.mark.slow
-def test_zombie_is_fenced(pipeline, engage_bin, tmp_path):
+@pytest.mark.parametrize("paused_s", [12, 30], ids=["past-session", "past-txn-timeout"])
+def test_zombie_is_fenced(pipeline, engage_bin, tmp_path, paused_s):
+    """paused_s 12: past the session timeout (6 s), z's transaction is still
+    open when it wakes. 30: also past transaction.timeout.ms (10 s) and the
+    coordinator's abort sweep (10 s), so the coordinator has aborted z's
+    transaction and bumped its producer epoch: z's abort on the lost
+    assignment is refused as fenced (CI once saw z exit 1 here). Either way
+    z must recover in-process, like a Kafka Streams thread on a
+    TaskMigrated error: abort or drop its producer, give its partitions up,
+    rejoin, and keep working; the final counts stay exact."""
     events = gen(engage_bin, str(tmp_path / "ev.jsonl"), 3000, 40, 303, 160000)
     expected = oracle.compute(oracle.read_jsonl(events))
     chunks = split_jsonl(events, 16, str(tmp_path))
@@ -701,7 +711,7 @@ def test_zombie_is_fenced(pipeline, engage_bin, tmp_path):
         # the group moves on: the others own z's partitions and commit past
         # where z was
         taken = committed_past = False
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 90 + paused_s
         while time.monotonic() < deadline:
             for m in others:
                 rc = m.supervise()
@@ -712,7 +722,7 @@ def test_zombie_is_fenced(pipeline, engage_bin, tmp_path):
             taken = set(zparts) <= now
             com = lag.committed(timeout=5) or {}
             committed_past = all(com.get(i, -1) > before.get(i, -1) for i in zparts)
-            if taken and committed_past and time.monotonic() - t_stop > 12:
+            if taken and committed_past and time.monotonic() - t_stop > paused_s:
                 break
             time.sleep(0.5)
         t_moved = time.monotonic() - t_stop
@@ -723,10 +733,10 @@ def test_zombie_is_fenced(pipeline, engage_bin, tmp_path):
         print(f"after {t_moved:.1f}s the others own {zparts} and committed past z")
 
         z.signal(signal.SIGCONT)
-        # z must notice: exit with a fatal (fenced) error, or learn that its
-        # session is gone, abort its open transaction (on the lost
-        # assignment, or when its stale-generation offsets are rejected) and
-        # give up the partitions before it may get any back
+        # z must notice: learn that its session is gone, abort its open
+        # transaction (on the lost assignment, or when its stale-generation
+        # offsets are rejected) or replace its fenced producer, and give up
+        # the partitions before it may get any back
         deadline = time.monotonic() + 60
         reaction = None
         gave_up = re.compile(r"revoked " + re.escape(p.topics["input"]) + r" \[(\d+)\]")
@@ -746,10 +756,7 @@ def test_zombie_is_fenced(pipeline, engage_bin, tmp_path):
         print(f"zombie reaction: {reaction}\n--- z after SIGCONT ---\n" +
               "\n".join(seg.splitlines()[:30]))
         assert reaction, "z neither exited nor logged a lost session / abort / fence\n" + seg
-        if not z.alive():
-            assert z.rc() != 0, "a fenced zombie must not exit 0"
-            assert "transaction failed, exiting" in seg, seg
-            z.supervise()  # restart it like a supervisor; it rejoins as a new member
+        assert z.alive(), "z must recover in-process, not exit\n" + seg
         feeder.join()
         t = lag.wait_caught_up(120, [a, b, z])
         assert t is not None, "not caught up after the zombie\n" + z.tail()
@@ -882,9 +889,9 @@ def test_zombie_stopped_between_send_offsets_and_commit(pipeline, engage_bin, tm
         print("z's pending transaction after SIGCONT: " +
               (f"failed: {failed.group(0)[:200]}" if failed else "COMMITTED (no error logged)"))
         print("--- z after SIGCONT ---\n" + "\n".join(seg.splitlines()[:25]))
-        if not z.alive():
-            assert z.rc() != 0, "a fenced zombie must not exit 0"
-            z.supervise()
+        # committed or fenced, z keeps working (a fenced producer is
+        # replaced in-process)
+        assert z.alive(), "z must recover in-process, not exit\n" + seg
         feeder.join()
         t = lag.wait_caught_up(120, [a, b, z])
         assert t is not None, "not caught up after the zombie\n" + z.tail()
@@ -962,7 +969,15 @@ def _broker_scripts():
 
 
 @pytest.mark.slow
-def test_broker_restart_mid_run(pipeline, engage_bin, tmp_path, broker_control, bootstrap):
+@pytest.mark.parametrize("down_s", [3, 15], ids=["short", "past-txn-timeout"])
+def test_broker_restart_mid_run(pipeline, engage_bin, tmp_path, broker_control, bootstrap,
+                                down_s):
+    """The broker stops with transactions open and comes back. "short":
+    back within the session timeout or soon after. "past-txn-timeout": down
+    longer than session.timeout.ms (6 s) and transaction.timeout.ms (10 s),
+    so the coordinator aborts the open transactions and bumps the producers'
+    epochs: members see their assignment lost and their producer fenced, and
+    must recover in-process (CI once saw a member exit 1 here)."""
     if broker_control is None:
         pytest.skip("the broker is not ours to restart (set ENGAGE_KAFKA_PORT and "
                     "ENGAGE_KAFKA_DATADIR, as scripts/test.sh does)")
@@ -991,7 +1006,7 @@ def test_broker_restart_mid_run(pipeline, engage_bin, tmp_path, broker_control, 
         broker_down = True
         assert r.returncode == 0, r.stdout + r.stderr
         t_stopped = time.monotonic() - t0
-        time.sleep(3)
+        time.sleep(down_s)
         r = subprocess.run([start_sh, str(port), datadir], cwd=ROOT, capture_output=True,
                            text=True, timeout=180)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -1026,6 +1041,8 @@ def test_broker_restart_mid_run(pipeline, engage_bin, tmp_path, broker_control, 
     ex = unexpected_exits(members)
     print("exits during/after the outage (restarted):", ex)
     metric("broker_restart_member_exits", len(ex))
+    # a fenced producer or a lost assignment is recovered in-process
+    assert not ex, f"members exited during/after the outage: {ex}"
     final = new_member(p, "final", state_dir=members[0].state_dir)
     finish_bounded(p, final, retries=2)
     check_exact(p, expected, "broker restart")

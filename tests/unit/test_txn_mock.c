@@ -10,8 +10,12 @@
  *   AddOffsetsToTxn GROUP_AUTHORIZATION_FAILED)
  *       -> the transaction is aborted, the tasks rewound, the run completes;
  *   fatal (EndTxn PRODUCER_FENCED, AddPartitionsToTxn INVALID_PRODUCER_EPOCH)
+ *       -> the producer is replaced in-process (a new one with the same
+ *          transactional.id), the tasks rewound, the run completes;
+ *   fatal again and again (more than MAX_PRODUCER_RESETS without a commit)
  *       -> engage_processor_run returns an error naming the transaction,
- *          promptly (no hang), nothing is committed after the failure.
+ *          promptly (no hang), nothing is committed after the failure, and
+ *          the next incarnation completes.
  *
  * Classification (librdkafka 2.x rdkafka_txnmgr.c): EndTxn retries
  * COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS, NOT_COORDINATOR and
@@ -509,17 +513,29 @@ static void test_abortable_twice(void **state) {
 
 /* ---- (c) fatal -------------------------------------------------------------- */
 
+static void check_recovered(fx_t *f, run_result_t *r, int min_resets) {
+    if (r->err)
+        fail_msg("run failed: %s", r->errstr);
+    int resets = count_in_log(r, "WARN engage: producer failed (");
+    fprintf(stderr, "producer resets: %d\n", resets);
+    assert_true(resets >= min_resets);
+    assert_false(log_has(r, "transaction failed, exiting"));
+    check_outputs(f, 0);
+}
+
 static void check_fatal(fx_t *f, run_result_t *r) {
     (void)f;
     if (!r->err)
-        fail_msg("run succeeded despite a fatal transactional error");
+        fail_msg("run succeeded despite repeated fatal transactional errors");
     fprintf(stderr, "returned error: %s\n", r->errstr);
     /* names the transaction and the cause; came back promptly */
     assert_non_null(strstr(r->errstr, "transaction"));
+    assert_non_null(strstr(r->errstr, "without a commit in between"));
     assert_true(r->seconds < 45.0);
-    /* nothing was committed after the failure: no commit after the error is
-     * logged; the process would now exit and be restarted */
+    /* nothing was committed after the failures: the producer was replaced
+     * (no abort), and the run gave up after the last replacement */
     assert_false(log_has(r, "transaction aborted; re-processing"));
+    assert_int_equal(count_in_log(r, "WARN engage: producer failed ("), 3);
 }
 
 static void test_endtxn_fenced(void **state) {
@@ -527,9 +543,8 @@ static void test_endtxn_fenced(void **state) {
     rd_kafka_mock_push_request_errors(f->mc, API_END_TXN, 1, RD_KAFKA_RESP_ERR_PRODUCER_FENCED);
     run_result_t r;
     run(f, &r);
-    check_fatal(f, &r);
-    assert_true(strstr(r.errstr, "fenced") || strstr(r.errstr, "Fenced") ||
-                strstr(r.errstr, "FENCED"));
+    check_recovered(f, &r, 1);
+    assert_true(log_has(&r, "fenced") || log_has(&r, "Fenced") || log_has(&r, "FENCED"));
     free(r.log);
 }
 
@@ -541,7 +556,7 @@ static void test_endtxn_invalid_epoch_later(void **state) {
                                       RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH);
     run_result_t r;
     run(f, &r);
-    check_fatal(f, &r);
+    check_recovered(f, &r, 1);
     free(r.log);
 }
 
@@ -551,20 +566,25 @@ static void test_addpartitions_fenced(void **state) {
                                       RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH);
     run_result_t r;
     run(f, &r);
-    check_fatal(f, &r);
+    check_recovered(f, &r, 1);
     free(r.log);
 }
 
-/* After a fatal error the next incarnation (same state.dir, hence the same
- * transactional.id) starts cleanly and completes. */
-static void test_fenced_then_restart(void **state) {
+/* Fenced on every commit (another live instance with this transactional.id
+ * would do that): after MAX_PRODUCER_RESETS replacements without a commit in
+ * between the run gives up; the next incarnation (same state.dir, hence the
+ * same transactional.id) starts cleanly and completes. */
+static void test_fenced_repeatedly_then_restart(void **state) {
     fx_t *f = *state;
     char errstr[256];
     /* the 2.0.2 mock group coordinator makes the next member's JoinGroup wait
      * one session timeout after the previous member left: keep it short */
     assert_int_equal(
         engage_conf_set(f->conf, "kafka.session.timeout.ms", "6000", errstr, sizeof(errstr)), 0);
-    rd_kafka_mock_push_request_errors(f->mc, API_END_TXN, 2, RD_KAFKA_RESP_ERR_NO_ERROR,
+    rd_kafka_mock_push_request_errors(f->mc, API_END_TXN, 5, RD_KAFKA_RESP_ERR_NO_ERROR,
+                                      RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
+                                      RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
+                                      RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
                                       RD_KAFKA_RESP_ERR_PRODUCER_FENCED);
     run_result_t r;
     run(f, &r);
@@ -587,7 +607,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_endtxn_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_endtxn_invalid_epoch_later, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addpartitions_fenced, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fenced_then_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fenced_repeatedly_then_restart, setup, teardown),
     };
     /* TXN_MOCK_ONLY=test_name runs one test (debugging) */
     if (getenv("TXN_MOCK_ONLY"))
