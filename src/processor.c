@@ -112,7 +112,6 @@ typedef struct proc {
     } rkts[8];
     int nrkts;
     int producer_resets;        /* in a row, without a commit in between */
-    int64_t producer_resets_total;
 } proc_t;
 
 /* A producer that failed fatally is replaced at most this many times in a
@@ -379,6 +378,20 @@ static void maybe_crash(const char *point) {
     raise(SIGKILL);
 }
 
+static void pause_partition(proc_t *p, const char *topic, int32_t part) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, part);
+    rd_kafka_pause_partitions(p->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void resume_partition(proc_t *p, const char *topic, int32_t part) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, part);
+    rd_kafka_resume_partitions(p->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* After an aborted transaction: serves the purged records' reports and
  * says how many were dropped. */
 static void drop_aborted_output(proc_t *p) {
@@ -428,14 +441,10 @@ static void rewind_all(proc_t *p) {
             ptask_t *pt = &p->tasks[tp->partition];
             pt->end_offset = was[tp->partition].end_offset;
             if (was[tp->partition].paused) {
-                if (pt->task && engage_task_finished(pt->task)) {
+                if (pt->task && engage_task_finished(pt->task))
                     pt->paused = 1; /* stays paused in the consumer */
-                } else {
-                    rd_kafka_topic_partition_list_t *r = rd_kafka_topic_partition_list_new(1);
-                    rd_kafka_topic_partition_list_add(r, tp->topic, tp->partition);
-                    rd_kafka_resume_partitions(p->consumer, r);
-                    rd_kafka_topic_partition_list_destroy(r);
-                }
+                else
+                    resume_partition(p, tp->topic, tp->partition);
             }
         }
         if (!p->fatal) {
@@ -477,7 +486,6 @@ static int producer_reset(proc_t *p, const char *why, int rewind) {
     rd_kafka_destroy(p->producer);
     p->producer = NULL;
     p->in_txn = 0;
-    p->producer_resets_total++;
     if (producer_open(p, 0, errstr, sizeof(errstr))) {
         set_fatal(p, "starting a new producer: %s", errstr);
         return -1;
@@ -1326,13 +1334,6 @@ static int setup(proc_t *p, char *errstr, size_t n) {
 }
 
 /* ---- the loop ---------------------------------------------------------------- */
-
-static void pause_partition(proc_t *p, const char *topic, int32_t part) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, part);
-    rd_kafka_pause_partitions(p->consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-}
 
 static void handle_input(proc_t *p, rd_kafka_message_t *m) {
     int32_t part = m->partition;

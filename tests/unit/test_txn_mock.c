@@ -475,14 +475,20 @@ static void test_addoffsets_addparts_retriable(void **state) {
 
 /* ---- (b) abortable ---------------------------------------------------------- */
 
-static void check_aborted_and_completed(fx_t *f, run_result_t *r, int min_aborts) {
+/* The run completed, without a fatal exit, with every day and session
+ * (distinct records), after logging sign at least min times. */
+static void check_completed_after(fx_t *f, run_result_t *r, const char *sign, int min) {
     if (r->err)
         fail_msg("run failed: %s", r->errstr);
-    int aborts = count_in_log(r, "transaction aborted; re-processing");
-    fprintf(stderr, "aborted transactions: %d\n", aborts);
-    assert_true(aborts >= min_aborts);
+    int n = count_in_log(r, sign);
+    fprintf(stderr, "\"%s\" logged %d times\n", sign, n);
+    assert_true(n >= min);
     assert_false(log_has(r, "transaction failed, exiting"));
     check_outputs(f, 0);
+}
+
+static void check_aborted_and_completed(fx_t *f, run_result_t *r, int min_aborts) {
+    check_completed_after(f, r, "transaction aborted; re-processing", min_aborts);
 }
 
 static void test_txn_offset_commit_abortable(void **state) {
@@ -514,13 +520,7 @@ static void test_abortable_twice(void **state) {
 /* ---- (c) fatal -------------------------------------------------------------- */
 
 static void check_recovered(fx_t *f, run_result_t *r, int min_resets) {
-    if (r->err)
-        fail_msg("run failed: %s", r->errstr);
-    int resets = count_in_log(r, "WARN engage: producer failed (");
-    fprintf(stderr, "producer resets: %d\n", resets);
-    assert_true(resets >= min_resets);
-    assert_false(log_has(r, "transaction failed, exiting"));
-    check_outputs(f, 0);
+    check_completed_after(f, r, "WARN engage: producer failed (", min_resets);
 }
 
 static void check_fatal(fx_t *f, run_result_t *r) {
