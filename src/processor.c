@@ -103,6 +103,9 @@ typedef struct proc {
     double checkpoint_seconds;
     double poll_seconds;      /* in consume_batch: waiting for / taking input */
     double wait_seconds;      /* of which in polls that could block */
+    double commit_seconds;    /* of checkpoint_seconds: flush / send offsets + commit */
+    double process_seconds;   /* handing each batch's records to tasks / the aggregator */
+    int64_t batches;          /* non-empty batches */
     engage_fetchwake_t *wake; /* fetch.wakeup, NULL when off */
     int64_t fetch_wakeups;
     /* producer topic handles, by name (saves a topic lookup per record) */
@@ -651,6 +654,7 @@ static int checkpoint_eos(proc_t *p) {
         rd_kafka_topic_partition_list_destroy(offs);
         return abort_txn(p, 1);
     }
+    double w0 = mono_seconds();
     if (offs->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(p->consumer);
         for (;;) {
@@ -676,6 +680,7 @@ static int checkpoint_eos(proc_t *p) {
         if (!e) {
             p->in_txn = 0;
             p->producer_resets = 0;
+            p->commit_seconds += mono_seconds() - w0;
             break;
         }
         int r = txn_failed(p, "commit_transaction", e, &tries);
@@ -711,6 +716,7 @@ static int checkpoint(proc_t *p) {
     if (!any && rd_kafka_outq_len(p->producer) == 0)
         return 0;
     p->checkpoints++;
+    double w0 = mono_seconds();
     while (rd_kafka_outq_len(p->producer) > 0) {
         rd_kafka_resp_err_t err = rd_kafka_flush(p->producer, 10000);
         if (err && err != RD_KAFKA_RESP_ERR__TIMED_OUT) {
@@ -721,6 +727,7 @@ static int checkpoint(proc_t *p) {
             LOG_WARN("still waiting for %d output records to be delivered",
                      rd_kafka_outq_len(p->producer));
     }
+    p->commit_seconds += mono_seconds() - w0;
     if (p->delivery_failed) {
         set_fatal(p, "%s", "an output record could not be delivered; state not persisted");
         return -1;
@@ -1681,6 +1688,8 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
             set_fatal(p, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
             break;
         }
+        t0 = mono_seconds();
+        p->batches += n > 0;
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (!p->fatal) {
@@ -1698,6 +1707,7 @@ engage_err_t engage_processor_run(const engage_conf_t *conf, volatile sig_atomic
             }
             rd_kafka_message_destroy(m);
         }
+        p->process_seconds += mono_seconds() - t0;
         if (p->fatal)
             break;
         engage_fetchwake_check(p->wake);
@@ -1779,10 +1789,12 @@ out:
                  " sessions, %" PRId64 " days",
                  t->records, t->counted, t->duplicates, t->late, t->dead, t->sessions_closed,
                  p->days_emitted);
-        LOG_INFO("main loop: %" PRId64 " checkpoints (%.1f s), %.1f s taking input "
-                 "(%.1f s of it waiting for the first record of a batch), %" PRId64
-                 " fetch wake-ups",
-                 p->checkpoints, p->checkpoint_seconds, p->poll_seconds, p->wait_seconds,
+        LOG_INFO("main loop: %" PRId64 " checkpoints (%.1f s, %.1f s of it waiting for the "
+                 "broker), %.1f s taking input "
+                 "(%.1f s of it waiting for the first record of a batch), %.1f s processing "
+                 "%" PRId64 " batches, %" PRId64 " fetch wake-ups",
+                 p->checkpoints, p->checkpoint_seconds, p->commit_seconds, p->poll_seconds,
+                 p->wait_seconds, p->process_seconds, p->batches,
                  p->fetch_wakeups);
         if (p->restored_records)
             LOG_INFO("restored %" PRId64 " changelog records in %.3f s", p->restored_records,
